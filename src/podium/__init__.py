@@ -1,0 +1,3 @@
+"""Podium: a realtime leaderboard server."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,185 @@
+"""/api/v1/auth: register, login, refresh, logout, me."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from datetime import UTC, datetime
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from podium.api.responses import JSON, read_json
+from podium.auth import ratelimit
+from podium.auth.guards import require_user
+from podium.auth.passwords import hash_password, verify_password
+from podium.auth.tokens import TokenError
+from podium.errors import ApiError, conflict, invalid, not_found, unauthorized
+from podium.services import Services
+from podium.store import users
+
+USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
+# Pragmatic, not RFC 5322: one @, a dot in the domain, no spaces.
+EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+BAD_LOGIN = "invalid username, email or password"
+
+
+class RegisterIn(msgspec.Struct, forbid_unknown_fields=True):
+    username: str
+    email: str
+    password: str
+
+
+class LoginIn(msgspec.Struct, forbid_unknown_fields=True):
+    password: str
+    username: str | None = None
+    email: str | None = None
+
+
+class RefreshIn(msgspec.Struct, forbid_unknown_fields=True):
+    refresh_token: str
+
+
+class TokenPair(msgspec.Struct):
+    access_token: str
+    refresh_token: str
+    token_type: str
+    expires_in: int
+    user: users.User
+
+
+def validate_registration(body: RegisterIn) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    if not USERNAME_RE.match(body.username):
+        errors["username"] = "3-32 characters of letters, digits, '_', '.', '-'"
+    if len(body.email) > 254 or not EMAIL_RE.match(body.email):
+        errors["email"] = "not a valid email address"
+    size = len(body.password.encode())
+    if size < 8 or size > 72:
+        # bcrypt reads at most 72 bytes: a longer password would be silently truncated.
+        errors["password"] = "8-72 bytes"
+    return errors
+
+
+def services_of(request: Request) -> Services:
+    return request.app.state.podium
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def issue_pair(services: Services, user: users.User, family: uuid.UUID) -> TokenPair:
+    now = int(time.time())
+    jti = uuid.uuid4()
+    expires = datetime.fromtimestamp(now + services.tokens.refresh_ttl, UTC)
+    await users.store_refresh(services.pool, jti, family, user.id, expires)
+    return TokenPair(
+        access_token=services.tokens.access(user.id, user.role, family.hex, now),
+        refresh_token=services.tokens.refresh(user.id, family.hex, jti.hex, now),
+        token_type="bearer",
+        expires_in=services.tokens.access_ttl,
+        user=user,
+    )
+
+
+async def register(request: Request) -> Response:
+    services = services_of(request)
+    body = await read_json(request, RegisterIn, services.settings.max_body_bytes)
+    if errors := validate_registration(body):
+        raise invalid("registration is invalid", errors)
+    await ratelimit.enforce(services.redis, services.keys, "register", client_ip(request), 30, 60)
+    hashed = await hash_password(body.password, services.settings.bcrypt_rounds)
+    try:
+        user = await users.create_user(services.pool, body.username, body.email, hashed)
+    except users.UserExists as exc:
+        raise conflict(f"{exc.field} is already taken", code=f"{exc.field}_taken") from None
+    return JSON(user, status_code=201)
+
+
+async def login(request: Request) -> Response:
+    services = services_of(request)
+    body = await read_json(request, LoginIn, services.settings.max_body_bytes)
+    login_name = body.username if body.username is not None else body.email
+    if not login_name or (body.username is not None and body.email is not None):
+        raise invalid("give either username or email", {"username": "or email, one of them"})
+    limit = services.settings.login_attempts_per_minute
+    await ratelimit.enforce(
+        services.redis, services.keys, "login-ip", client_ip(request), limit * 5, 60
+    )
+    await ratelimit.enforce(
+        services.redis, services.keys, "login-user", login_name.lower(), limit, 60
+    )
+    found = await users.find_login(services.pool, login_name, by_email=body.username is None)
+    ok = await verify_password(body.password, found[1] if found else None)
+    if not found or not ok:
+        raise unauthorized(BAD_LOGIN)
+    pair = await issue_pair(services, found[0], uuid.uuid4())
+    return JSON(pair)
+
+
+async def refresh(request: Request) -> Response:
+    services = services_of(request)
+    body = await read_json(request, RefreshIn, services.settings.max_body_bytes)
+    try:
+        claims = services.tokens.decode(body.refresh_token, typ="refresh")
+        jti, family = uuid.UUID(claims["jti"]), uuid.UUID(claims["fam"])
+    except (TokenError, KeyError, ValueError):
+        raise unauthorized("invalid refresh token") from None
+    async with services.pool.acquire() as conn, conn.transaction():
+        state = await users.spend_refresh(conn, jti)
+        if state == "reused":
+            # A spent token used again means it leaked: end the whole family.
+            await users.revoke_family(conn, family)
+    if state == "reused":
+        await deny_family(services, family.hex)
+    if state != "ok":
+        raise unauthorized("invalid refresh token")
+    user = await users.get_user(services.pool, int(claims["sub"]))
+    if user is None:
+        raise unauthorized("invalid refresh token")
+    return JSON(await issue_pair(services, user, family))
+
+
+async def deny_family(services: Services, family: str) -> None:
+    """Every access token of the family stops working now, on every instance."""
+    await services.redis.set(services.keys.deny_family(family), "1", ex=services.tokens.refresh_ttl)
+    await services.redis.publish(services.keys.revocations, family)
+
+
+async def logout(request: Request) -> Response:
+    services = services_of(request)
+    principal = await require_user(request)
+    ttl = max(1, principal.exp - int(time.time()))
+    await services.redis.set(services.keys.deny_jti(principal.jti), "1", ex=ttl)
+    if principal.family:
+        try:
+            await users.revoke_family(services.pool, uuid.UUID(principal.family))
+        except ValueError:
+            pass
+        await deny_family(services, principal.family)
+    return Response(status_code=204)
+
+
+async def me(request: Request) -> Response:
+    services = services_of(request)
+    principal = await require_user(request)
+    assert principal.user_id is not None
+    user = await users.get_user(services.pool, principal.user_id)
+    if user is None:
+        raise not_found("user not found")
+    return JSON(user)
+
+
+routes = [
+    Route("/auth/register", register, methods=["POST"]),
+    Route("/auth/login", login, methods=["POST"]),
+    Route("/auth/refresh", refresh, methods=["POST"]),
+    Route("/auth/logout", logout, methods=["POST"]),
+    Route("/auth/me", me, methods=["GET"]),
+]
+
+__all__ = ["ApiError", "routes"]

@@ -1,0 +1,46 @@
+"""/healthz (process up) and /readyz (Redis and PostgreSQL answer)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from podium.api.responses import JSON
+from podium.services import Services
+
+
+async def healthz(request: Request) -> Response:
+    return JSON({"status": "ok"})
+
+
+async def _check(coro: object, timeout: float = 2.0) -> str | None:
+    try:
+        await asyncio.wait_for(coro, timeout)  # type: ignore[arg-type]
+    except Exception as exc:  # any failure means "not ready", never a 500
+        return type(exc).__name__
+    return None
+
+
+async def readyz(request: Request) -> Response:
+    services: Services = request.app.state.podium
+    redis_err, pg_err = await asyncio.gather(
+        _check(services.redis.ping()), _check(services.pool.fetchval("SELECT 1"))
+    )
+    checks = {"redis": redis_err or "ok", "postgres": pg_err or "ok"}
+    if redis_err or pg_err:
+        down = [name for name, err in (("redis", redis_err), ("postgres", pg_err)) if err]
+        body = {
+            "error": {
+                "code": "not_ready",
+                "message": f"not ready: {', '.join(down)} unreachable",
+                "details": checks,
+            }
+        }
+        return JSON(body, status_code=503)
+    return JSON({"status": "ready", "checks": checks})
+
+
+routes = [Route("/healthz", healthz), Route("/readyz", readyz)]

@@ -1,0 +1,54 @@
+"""JSON responses encoded by msgspec, and request-body decoding with clear errors."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from podium.errors import ApiError, bad_request, invalid
+
+T = TypeVar("T")
+
+_encoder = msgspec.json.Encoder()
+
+
+class JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return _encoder.encode(content)
+
+
+def error_response(err: ApiError) -> JSON:
+    return JSON(err.body(), status_code=err.status, headers=err.headers)
+
+
+async def read_json(request: Request, type_: type[T], max_bytes: int = 64 * 1024) -> T:
+    """Decode the body into `type_`: 400 when it is not JSON, 422 when it does not fit."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise ApiError(413, "too_large", f"request body over {max_bytes} bytes")
+    return decode_json(bytes(body), type_)
+
+
+def decode_json(data: bytes, type_: type[T]) -> T:
+    try:
+        raw = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        raise bad_request("request body is not valid JSON") from None
+    try:
+        return msgspec.convert(raw, type_)
+    except msgspec.ValidationError as exc:
+        raise invalid("request body is invalid", validation_details(str(exc))) from None
+
+
+def validation_details(text: str) -> dict[str, str]:
+    """msgspec says "Expected `int`, got `str` - at `$.score`"; key it by field."""
+    message, _, path = text.partition(" - at `")
+    field = path.rstrip("`").removeprefix("$.").removeprefix("$") or "body"
+    return {field: message}

@@ -1,0 +1,140 @@
+"""create_app(settings): routes, error handlers and the lifespan that opens the stores."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import redis.asyncio as aioredis
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount
+
+from podium.api import auth as auth_api
+from podium.api import health
+from podium.api.middleware import SecurityHeaders
+from podium.api.responses import JSON, error_response
+from podium.errors import ApiError
+from podium.services import Services
+from podium.settings import Settings
+from podium.store.db import create_pool, migrate
+
+log = logging.getLogger("podium")
+
+# Later layers (boards, realtime, web) add their routes and lifespan hooks here.
+Hook = Callable[[Services], Awaitable[None]]
+
+
+def api_routes() -> list[BaseRoute]:
+    return [*auth_api.routes]
+
+
+def root_routes() -> list[BaseRoute]:
+    return [*health.routes]
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    429: "rate_limited",
+}
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "error")
+    message = {404: "no such route", 405: "method not allowed"}.get(
+        exc.status_code, str(exc.detail)
+    )
+    return JSON(
+        {"error": {"code": code, "message": message, "details": None}},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", extra={"path": request.url.path})
+    return JSON(
+        {"error": {"code": "internal", "message": "internal server error", "details": None}},
+        status_code=500,
+    )
+
+
+async def open_services(settings: Settings) -> Services:
+    """Connect to PostgreSQL (migrating it) and Redis."""
+    assert settings.database_url and settings.redis_url, "store URLs must be resolved first"
+    pool = await create_pool(settings.database_url, schema=settings.db_schema)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn, settings.db_schema)
+    except BaseException:
+        await pool.close()
+        raise
+    redis = aioredis.Redis.from_url(
+        settings.redis_url,
+        decode_responses=False,
+        health_check_interval=10,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        retry_on_timeout=False,
+    )
+    return Services(settings, pool, redis)
+
+
+async def close_services(services: Services) -> None:
+    with contextlib.suppress(Exception):
+        await services.redis.aclose()
+    with contextlib.suppress(Exception):
+        await services.pool.close()
+
+
+def create_app(settings: Settings, services: Services | None = None) -> Starlette:
+    """The ASGI app. Without `services`, the lifespan opens them from `settings`."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        own = services is None
+        svc = services if services is not None else await open_services(settings)
+        app.state.podium = svc
+        try:
+            yield
+        finally:
+            if own:
+                await close_services(svc)
+
+    middleware = [
+        Middleware(SecurityHeaders),
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["authorization", "content-type", "x-request-id"],
+            max_age=600,
+        ),
+    ]
+    routes = [*root_routes(), Mount("/api/v1", routes=api_routes())]
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+    )

@@ -1,0 +1,87 @@
+"""Turn a bearer credential into a Principal, for HTTP requests and WebSockets."""
+
+from __future__ import annotations
+
+from starlette.requests import HTTPConnection
+
+from podium.auth.tokens import SERVICE_PREFIX, Principal, TokenError, hash_service_secret
+from podium.errors import ApiError, forbidden, unauthorized
+from podium.services import Services
+
+
+def bearer_token(conn: HTTPConnection) -> str | None:
+    """The token from `Authorization: Bearer`, `Sec-WebSocket-Protocol` or `?token=`."""
+    header = conn.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        return None
+    if conn.scope["type"] == "websocket":
+        # Browsers cannot set headers on a WebSocket: `new WebSocket(url, ["bearer", token])`.
+        protocols = [p.strip() for p in conn.headers.get("sec-websocket-protocol", "").split(",")]
+        if len(protocols) >= 2 and protocols[0].lower() == "bearer" and protocols[1]:
+            return protocols[1]
+        token = conn.query_params.get("token")
+        return token or None
+    return None
+
+
+async def authenticate_token(services: Services, token: str) -> Principal:
+    """Verify a token (JWT or service credential); raise TokenError if unusable."""
+    if token.startswith(SERVICE_PREFIX):
+        row = await services.pool.fetchrow(
+            "SELECT name, games FROM service_credentials"
+            " WHERE secret_hash = $1 AND revoked_at IS NULL",
+            hash_service_secret(token),
+        )
+        if row is None:
+            raise TokenError("invalid token")
+        return Principal(
+            kind="service",
+            role="service",
+            games=tuple(row["games"]),
+            credential=f"service:{row['name']}",
+        )
+    claims = services.tokens.decode(token)
+    principal = services.tokens.principal(claims)
+    denied = await services.redis.exists(
+        services.keys.deny_jti(principal.jti), services.keys.deny_family(principal.family)
+    )
+    if denied:
+        raise TokenError("token revoked")
+    return principal
+
+
+async def require_principal(conn: HTTPConnection) -> Principal:
+    """The authenticated caller of a request, or 401."""
+    cached = conn.scope.get("podium.principal")
+    if cached is not None:
+        return cached
+    token = bearer_token(conn)
+    if token is None:
+        raise unauthorized()
+    services: Services = conn.app.state.podium
+    try:
+        principal = await authenticate_token(services, token)
+    except TokenError as exc:
+        raise unauthorized(str(exc)) from None
+    conn.scope["podium.principal"] = principal
+    return principal
+
+
+async def require_user(conn: HTTPConnection) -> Principal:
+    principal = await require_principal(conn)
+    if principal.kind != "user":
+        raise forbidden("this endpoint needs a user token")
+    return principal
+
+
+async def require_admin(conn: HTTPConnection) -> Principal:
+    principal = await require_principal(conn)
+    if not principal.is_admin:
+        raise forbidden("admin role required")
+    return principal
+
+
+__all__ = ["ApiError", "bearer_token", "require_admin", "require_principal", "require_user"]

@@ -1,0 +1,225 @@
+"""`podium serve|migrate|create-admin|service-token|...`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Callable, Iterator
+
+import msgspec
+
+from podium.embedded import EmbeddedError, embedded_stores
+from podium.settings import Settings, SettingsError, ensure_secret_key, load_settings
+
+log = logging.getLogger("podium")
+
+
+class CliError(Exception):
+    """A command failed for a reason the user can fix; printed without a traceback."""
+
+
+@contextlib.contextmanager
+def resolved(settings: Settings, role: str) -> Iterator[Settings]:
+    """Settings with store URLs: the configured ones, or embedded servers started here."""
+    need_redis = settings.redis_url is None
+    need_pg = settings.database_url is None
+    with embedded_stores(
+        settings.data_dir, need_redis=need_redis, need_postgres=need_pg, role=role
+    ) as urls:
+        yield msgspec.structs.replace(
+            settings,
+            redis_url=settings.redis_url or urls.get("redis_url"),
+            database_url=settings.database_url or urls.get("database_url"),
+        )
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from podium.app import create_app
+
+    if args.host:
+        settings = msgspec.structs.replace(settings, host=args.host)
+    if args.port is not None:
+        settings = msgspec.structs.replace(settings, port=args.port)
+    settings = ensure_secret_key(settings)
+    with resolved(settings, "serve") as ready:
+        config = uvicorn.Config(
+            create_app(ready),
+            host=ready.host,
+            port=ready.port,
+            log_config=None,
+            ws_per_message_deflate=ready.ws_compression,
+            ws_max_size=64 * 1024,
+            timeout_graceful_shutdown=5,
+            lifespan="on",
+            proxy_headers=args.proxy_headers,
+        )
+        server = uvicorn.Server(config)
+        log.info("serving", extra={"url": f"http://{ready.host}:{ready.port}"})
+        server.run()
+        return 0 if server.started else 1
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from podium.store.db import create_pool, migrate
+
+    async def run(s: Settings) -> list[str]:
+        assert s.database_url
+        pool = await create_pool(s.database_url, schema=s.db_schema, min_size=1, max_size=1)
+        try:
+            async with pool.acquire() as conn:
+                return await migrate(conn, s.db_schema)
+        finally:
+            await pool.close()
+
+    with resolved(msgspec.structs.replace(settings, redis_url="unused"), "migrate") as ready:
+        applied = asyncio.run(run(ready))
+    print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
+    return 0
+
+
+def cmd_create_admin(args: argparse.Namespace, settings: Settings) -> int:
+    from podium.api.auth import RegisterIn, validate_registration
+    from podium.auth.passwords import hash_password
+    from podium.store import users
+    from podium.store.db import create_pool, migrate
+
+    errors = validate_registration(RegisterIn(args.username, args.email, args.password))
+    if errors:
+        raise CliError("; ".join(f"{k}: {v}" for k, v in errors.items()))
+
+    async def run(s: Settings) -> users.User:
+        assert s.database_url
+        pool = await create_pool(s.database_url, schema=s.db_schema, min_size=1, max_size=1)
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn, s.db_schema)
+            hashed = await hash_password(args.password, s.bcrypt_rounds)
+            return await users.create_user(pool, args.username, args.email, hashed, "admin")
+        except users.UserExists as exc:
+            raise CliError(f"{exc.field} is already taken") from None
+        finally:
+            await pool.close()
+
+    with resolved(msgspec.structs.replace(settings, redis_url="unused"), "cli") as ready:
+        user = asyncio.run(run(ready))
+    print(f"created admin {user.username} (id {user.id})")
+    return 0
+
+
+def cmd_service_token(args: argparse.Namespace, settings: Settings) -> int:
+    from podium.auth.tokens import hash_service_secret, new_service_secret
+    from podium.store.db import create_pool, migrate
+
+    if not args.revoke and not args.games:
+        raise CliError("--games is required when issuing a credential (e.g. --games chess,go)")
+
+    async def run(s: Settings) -> str:
+        assert s.database_url
+        pool = await create_pool(s.database_url, schema=s.db_schema, min_size=1, max_size=1)
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn, s.db_schema)
+            if args.revoke:
+                done = await pool.execute(
+                    "UPDATE service_credentials SET revoked_at = now()"
+                    " WHERE name = $1 AND revoked_at IS NULL",
+                    args.name,
+                )
+                if done.endswith(" 0"):
+                    raise CliError(f"no active service credential named {args.name!r}")
+                return f"revoked service credential {args.name}"
+            games = [g.strip() for g in args.games.split(",") if g.strip()]
+            secret = new_service_secret(args.name)
+            try:
+                await pool.execute(
+                    "INSERT INTO service_credentials (name, secret_hash, games)"
+                    " VALUES ($1, $2, $3)",
+                    args.name,
+                    hash_service_secret(secret),
+                    games,
+                )
+            except Exception as exc:
+                if type(exc).__name__ == "UniqueViolationError":
+                    raise CliError(f"a service credential named {args.name!r} exists") from None
+                raise
+            return secret
+        finally:
+            await pool.close()
+
+    with resolved(msgspec.structs.replace(settings, redis_url="unused"), "cli") as ready:
+        print(asyncio.run(run(ready)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="podium", description="Podium: a realtime leaderboard server."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the server (embedded stores when no URLs are set)")
+    serve.add_argument("--host", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument(
+        "--proxy-headers", action="store_true", help="trust X-Forwarded-For from a proxy"
+    )
+    serve.set_defaults(func=cmd_serve)
+
+    mig = sub.add_parser("migrate", help="apply pending database migrations")
+    mig.set_defaults(func=cmd_migrate)
+
+    admin = sub.add_parser("create-admin", help="create an admin account")
+    admin.add_argument("--username", required=True)
+    admin.add_argument("--email", required=True)
+    admin.add_argument("--password", required=True)
+    admin.set_defaults(func=cmd_create_admin)
+
+    svc = sub.add_parser(
+        "service-token", help="issue (or --revoke) a credential for a trusted game server"
+    )
+    svc.add_argument("--name", required=True, help="a name for the credential")
+    svc.add_argument("--games", help="comma-separated game ids it may write")
+    svc.add_argument("--revoke", action="store_true", help="revoke the credential named --name")
+    svc.set_defaults(func=cmd_service_token)
+
+    for register in EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+# Commands defined in other modules (seed, rebuild, bench) register themselves here.
+EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+def _load_extras() -> None:
+    import importlib
+
+    for name in ("podium.boards.cli", "podium.seed", "podium.bench.cli"):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not name.startswith(exc.name):
+                raise
+            continue
+        EXTRA_COMMANDS.append(module.register)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from podium.logs import setup_logging
+
+    _load_extras()
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        setup_logging(settings.log_level)
+        return int(args.func(args, settings) or 0)
+    except (SettingsError, EmbeddedError, CliError) as exc:
+        print(f"podium: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

