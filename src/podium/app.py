@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
+from types import ModuleType
 
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
@@ -26,16 +28,40 @@ from podium.store.db import create_pool, migrate
 
 log = logging.getLogger("podium")
 
-# Later layers (boards, realtime, web) add their routes and lifespan hooks here.
-Hook = Callable[[Services], Awaitable[None]]
+# Each layer is a module with optional `api_routes` (under /api/v1), `root_routes`
+# (under /) and `async start(services)` / `async stop(services)` for the lifespan.
+# Started in this order, stopped in reverse.
+COMPONENTS = (
+    "podium.boards.component",
+    "podium.realtime.component",
+    "podium.web.component",
+    "podium.ops.component",
+)
 
 
-def api_routes() -> list[BaseRoute]:
-    return [*auth_api.routes]
+def _components() -> list[ModuleType]:
+    found = []
+    for name in COMPONENTS:
+        try:
+            found.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not name.startswith(exc.name):
+                raise
+    return found
 
 
-def root_routes() -> list[BaseRoute]:
-    return [*health.routes]
+def api_routes(components: list[ModuleType]) -> list[BaseRoute]:
+    routes: list[BaseRoute] = [*auth_api.routes]
+    for module in components:
+        routes += getattr(module, "api_routes", [])
+    return routes
+
+
+def root_routes(components: list[ModuleType]) -> list[BaseRoute]:
+    routes: list[BaseRoute] = [*health.routes]
+    for module in components:
+        routes += getattr(module, "root_routes", [])
+    return routes
 
 
 _HTTP_CODES = {
@@ -106,14 +132,27 @@ async def close_services(services: Services) -> None:
 def create_app(settings: Settings, services: Services | None = None) -> Starlette:
     """The ASGI app. Without `services`, the lifespan opens them from `settings`."""
 
+    components = _components()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         own = services is None
         svc = services if services is not None else await open_services(settings)
         app.state.podium = svc
+        started: list[ModuleType] = []
         try:
+            for module in components:
+                if hasattr(module, "start"):
+                    await module.start(svc)
+                started.append(module)
             yield
         finally:
+            for module in reversed(started):
+                if hasattr(module, "stop"):
+                    try:
+                        await module.stop(svc)
+                    except Exception:
+                        log.exception("component stop failed", extra={"component": module.__name__})
             if own:
                 await close_services(svc)
 
@@ -127,7 +166,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             max_age=600,
         ),
     ]
-    routes = [*root_routes(), Mount("/api/v1", routes=api_routes())]
+    routes = [*root_routes(components), Mount("/api/v1", routes=api_routes(components))]
     return Starlette(
         routes=routes,
         middleware=middleware,

@@ -1,0 +1,12 @@
+import httpx
+
+from tests.conftest import RunningApp
+
+
+async def test_healthz_and_readyz(server: RunningApp) -> None:
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        r = await http.get("/healthz")
+        assert r.status_code == 200 and r.json() == {"status": "ok"}
+        r = await http.get("/readyz")
+        assert r.status_code == 200
+        assert r.json()["checks"] == {"redis": "ok", "postgres": "ok"}
