@@ -1,0 +1,70 @@
+"""Board ids and their Redis keys and channels (see docs/design.md)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from podium.boards.periods import Period
+
+GLOBAL = "global"
+MEMBER_SEQ_WIDTH = 15
+
+
+def board_id(game: str, period: Period, start: date) -> str:
+    return f"{game}:{period}:{start.isoformat()}"
+
+
+def parse_board_id(board: str) -> tuple[str, Period, date]:
+    game, period, start = board.split(":")
+    return game, period, date.fromisoformat(start)  # type: ignore[return-value]
+
+
+def member(reached_seq: int, user_id: int) -> str:
+    """Zset member: equal scores sort by member bytes, so the earlier value ranks first."""
+    return f"{reached_seq:0{MEMBER_SEQ_WIDTH}d}:{user_id}"
+
+
+def parse_member(raw: bytes | str) -> tuple[int, int]:
+    """(reached_seq, user_id) of a zset member."""
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    seq, _, uid = text.partition(":")
+    return int(seq), int(uid)
+
+
+def to_zscore(value: int, descending: bool) -> int:
+    """Zsets rank ascending: store -value where higher is better."""
+    return -value if descending else value
+
+
+def from_zscore(score: float, descending: bool) -> int:
+    value = int(score)
+    return -value if descending else value
+
+
+class BoardKeys:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def zset(self, board: str) -> str:
+        return f"{self.prefix}b:{board}"
+
+    def members(self, board: str) -> str:
+        return f"{self.prefix}m:{board}"
+
+    def seq(self, board: str) -> str:
+        return f"{self.prefix}seq:{board}"
+
+    def channel(self, board: str) -> str:
+        return f"{self.prefix}ch:{board}"
+
+    def board_of_channel(self, channel: bytes | str) -> str:
+        text = channel.decode() if isinstance(channel, bytes) else channel
+        return text.removeprefix(f"{self.prefix}ch:")
+
+    @property
+    def epoch(self) -> str:
+        return f"{self.prefix}epoch"
+
+    @property
+    def names(self) -> str:
+        return f"{self.prefix}names"
