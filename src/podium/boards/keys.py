@@ -19,16 +19,21 @@ def parse_board_id(board: str) -> tuple[str, Period, date]:
     return game, period, date.fromisoformat(start)  # type: ignore[return-value]
 
 
-def member(reached_seq: int, user_id: int) -> str:
-    """Zset member: equal scores sort by member bytes, so the earlier value ranks first."""
-    return f"{reached_seq:0{MEMBER_SEQ_WIDTH}d}:{user_id}"
+def member(reached_seq: int, user_id: int, reached_at_ms: int | None = None) -> str:
+    """Zset member: equal scores sort by member bytes, so the earlier value ranks first.
+
+    The optional third part, the time the value was reached (ms since epoch), lets a
+    page show `achieved_at` without a database read.
+    """
+    base = f"{reached_seq:0{MEMBER_SEQ_WIDTH}d}:{user_id}"
+    return base if reached_at_ms is None else f"{base}:{reached_at_ms}"
 
 
-def parse_member(raw: bytes | str) -> tuple[int, int]:
-    """(reached_seq, user_id) of a zset member."""
+def parse_member(raw: bytes | str) -> tuple[int, int, int | None]:
+    """(reached_seq, user_id, reached_at_ms or None) of a zset member."""
     text = raw.decode() if isinstance(raw, bytes) else raw
-    seq, _, uid = text.partition(":")
-    return int(seq), int(uid)
+    parts = text.split(":")
+    return int(parts[0]), int(parts[1]), int(parts[2]) if len(parts) > 2 else None
 
 
 def to_zscore(value: int, descending: bool) -> int:
