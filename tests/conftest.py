@@ -122,7 +122,7 @@ class RunningApp:
             await close_services(self.services)
 
 
-async def drop_test_state(settings: Settings) -> None:
+async def drop_test_state(settings: Settings, redis: bool = True) -> None:
     import asyncpg
 
     conn = await asyncpg.connect(settings.database_url)
@@ -130,13 +130,15 @@ async def drop_test_state(settings: Settings) -> None:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{settings.db_schema}" CASCADE')
     finally:
         await conn.close()
-    redis = aioredis.Redis.from_url(settings.redis_url)  # type: ignore[arg-type]
+    if not redis:
+        return
+    client = aioredis.Redis.from_url(settings.redis_url)  # type: ignore[arg-type]
     try:
-        keys = [k async for k in redis.scan_iter(match=f"{settings.redis_prefix}*", count=1000)]
+        keys = [k async for k in client.scan_iter(match=f"{settings.redis_prefix}*", count=1000)]
         if keys:
-            await redis.delete(*keys)
+            await client.delete(*keys)
     finally:
-        await redis.aclose()
+        await client.aclose()
 
 
 @contextlib.asynccontextmanager

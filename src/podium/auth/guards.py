@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+
+from redis.exceptions import RedisError
 from starlette.requests import HTTPConnection
 
 from podium.auth.tokens import SERVICE_PREFIX, Principal, TokenError, hash_service_secret
@@ -45,12 +48,29 @@ async def authenticate_token(services: Services, token: str) -> Principal:
         )
     claims = services.tokens.decode(token)
     principal = services.tokens.principal(claims)
-    denied = await services.redis.exists(
-        services.keys.deny_jti(principal.jti), services.keys.deny_family(principal.family)
-    )
+    try:
+        denied = await services.redis.exists(
+            services.keys.deny_jti(principal.jti), services.keys.deny_family(principal.family)
+        )
+    except RedisError:
+        # Redis down must not lock everyone out: logout and refresh-token reuse also
+        # revoke the family in PostgreSQL, which answers for the denylist meanwhile.
+        denied = await _family_revoked_in_db(services, principal.family)
     if denied:
         raise TokenError("token revoked")
     return principal
+
+
+async def _family_revoked_in_db(services: Services, family: str) -> bool:
+    try:
+        fam = uuid.UUID(family)
+    except ValueError:
+        return True
+    revoked = await services.pool.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM refresh_tokens WHERE family = $1 AND revoked_at IS NOT NULL)",
+        fam,
+    )
+    return bool(revoked)
 
 
 async def require_principal(conn: HTTPConnection) -> Principal:

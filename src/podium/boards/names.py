@@ -1,0 +1,44 @@
+"""Display names from a Redis hash (user id -> username), filled from PostgreSQL on miss."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from redis.exceptions import RedisError
+
+from podium.services import Services
+
+log = logging.getLogger("podium.names")
+
+
+async def usernames(services: Services, user_ids: Iterable[int]) -> dict[int, str]:
+    """Names for `user_ids`; one HMGET, and one query for the misses only."""
+    ids = list(dict.fromkeys(user_ids))
+    if not ids:
+        return {}
+    names: dict[int, str] = {}
+    redis_ok = True
+    try:
+        cached = await services.redis.hmget(services.keys.names, ids)
+    except RedisError:
+        redis_ok = False
+        cached = [None] * len(ids)
+    missing = []
+    for uid, raw in zip(ids, cached, strict=True):
+        if raw is None:
+            missing.append(uid)
+        else:
+            names[uid] = raw.decode()
+    if missing:
+        rows = await services.pool.fetch(
+            "SELECT id, username FROM users WHERE id = ANY($1::bigint[])", missing
+        )
+        found = {r["id"]: r["username"] for r in rows}
+        names.update(found)
+        if found and redis_ok:
+            try:
+                await services.redis.hset(services.keys.names, mapping=found)
+            except RedisError:
+                log.warning("names cache write failed")
+    return names

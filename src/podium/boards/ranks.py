@@ -1,0 +1,472 @@
+"""Reads: pages, ranks, neighbours and friends of any board.
+
+Each read is O(log N + page) in Redis. While the Redis index is stale (lost data,
+rebuilding, unreachable) the same reads are answered from PostgreSQL's
+`board_values`: slower, still correct.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from datetime import UTC, date, datetime
+from importlib import resources
+
+import msgspec
+from redis.exceptions import RedisError
+
+from podium.boards.keys import GLOBAL, BoardKeys, board_id, from_zscore, parse_member
+from podium.boards.names import usernames
+from podium.boards.periods import PERIODS, Period, period_start
+from podium.errors import bad_request, invalid, not_found
+from podium.services import Services
+
+MAX_LIMIT = 200
+_RANKS_LUA = (resources.files("podium.boards") / "lua" / "ranks.lua").read_text()
+
+
+class Entry(msgspec.Struct):
+    rank: int
+    user_id: int
+    username: str
+    score: int
+    achieved_at: datetime | None
+
+
+class Page(msgspec.Struct):
+    game: str
+    period: str
+    period_start: date
+    total: int
+    entries: list[Entry]
+    next_cursor: str | None
+
+
+class UserRank(msgspec.Struct):
+    game: str
+    period: str
+    period_start: date
+    user_id: int
+    rank: int | None
+    score: int | None
+    total: int
+    percentile: float | None
+
+
+class Board(msgspec.Struct, frozen=True):
+    """A resolved board: its id, and whether higher values rank first."""
+
+    game: str
+    period: Period
+    start: date
+    descending: bool
+
+    @property
+    def id(self) -> str:
+        return board_id(self.game, self.period, self.start)
+
+
+# --- board resolution -----------------------------------------------------------------
+
+_order_cache: dict[tuple[int, str], tuple[float, bool]] = {}
+_ORDER_TTL = 1.0
+
+
+async def game_descending(services: Services, game: str) -> bool:
+    """Whether `game` ranks high values first; 404 for an unknown game."""
+    if game == GLOBAL:
+        return True
+    key = (id(services), game)
+    hit = _order_cache.get(key)
+    now = time.monotonic()
+    if hit is not None and now - hit[0] < _ORDER_TTL:
+        return hit[1]
+    order = await services.pool.fetchval("SELECT sort_order FROM games WHERE id = $1", game)
+    if order is None:
+        raise not_found(f"no game {game!r}")
+    descending = order == "desc"
+    _order_cache[key] = (now, descending)
+    return descending
+
+
+def parse_period(period: str) -> Period:
+    if period not in PERIODS:
+        raise invalid("unknown period", {"period": f"one of {', '.join(PERIODS)}"})
+    return period  # type: ignore[return-value]
+
+
+def today() -> date:
+    return datetime.now(UTC).date()
+
+
+async def resolve_board(
+    services: Services, game: str, period: str = "all", at: date | None = None
+) -> Board:
+    p = parse_period(period)
+    day = at or today()
+    if p != "all" and (today() - day).days > services.settings.retention_days:
+        raise not_found(f"period boards are kept for {services.settings.retention_days} days")
+    descending = await game_descending(services, game)
+    return Board(game, p, period_start(p, day), descending)
+
+
+def _index_ready(services: Services) -> bool:
+    index = services.extras.get("index")
+    return bool(getattr(index, "ready", True))
+
+
+def _ms_to_dt(ms: int | None) -> datetime | None:
+    return datetime.fromtimestamp(ms / 1000, UTC) if ms is not None else None
+
+
+# --- cursors ---------------------------------------------------------------------------
+
+
+class _Cursor(msgspec.Struct, array_like=True):
+    board: str
+    offset: int
+    member: str
+
+
+def encode_cursor(board: str, offset: int, member: str) -> str:
+    raw = msgspec.msgpack.encode(_Cursor(board, offset, member))
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, board: str) -> _Cursor:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value = msgspec.msgpack.decode(raw, type=_Cursor)
+    except (ValueError, msgspec.DecodeError):
+        raise bad_request(
+            "malformed cursor", {"cursor": "not a cursor this server issued"}
+        ) from None
+    if value.board != board:
+        raise bad_request("cursor belongs to another board", {"cursor": "use it on its board"})
+    return value
+
+
+# --- Redis reads -----------------------------------------------------------------------
+
+
+def _ranks_script(services: Services):  # type: ignore[no-untyped-def]
+    script = services.extras.get("ranks_script")
+    if script is None:
+        script = services.redis.register_script(_RANKS_LUA)
+        services.extras["ranks_script"] = script
+    return script
+
+
+async def _redis_page(
+    services: Services, board: Board, offset: int, limit: int, cursor: str | None
+) -> tuple[int, list[tuple[int, int, int, int | None, str]], int]:
+    """(total, rows of (position, user_id, value, reached_ms, member), first position)."""
+    keys = BoardKeys(services.settings.redis_prefix)
+    key = keys.zset(board.id)
+    if cursor is not None:
+        c = decode_cursor(cursor, board.id)
+        rank = await services.redis.zrank(key, c.member)
+        offset = rank + 1 if rank is not None else c.offset
+    async with services.redis.pipeline(transaction=False) as pipe:
+        pipe.zcard(key)
+        pipe.zrange(key, offset, offset + limit - 1, withscores=True)
+        total, rows = await pipe.execute()
+    out = []
+    for i, (raw_member, score) in enumerate(rows):
+        _, uid, ms = parse_member(raw_member)
+        out.append((offset + i, uid, from_zscore(score, board.descending), ms, raw_member.decode()))
+    return total, out, offset
+
+
+async def _competition_base(services: Services, board: Board, value: int) -> int:
+    """How many members rank strictly better than `value`."""
+    keys = BoardKeys(services.settings.redis_prefix)
+    zscore = -value if board.descending else value
+    return int(await services.redis.zcount(keys.zset(board.id), "-inf", f"({zscore}"))
+
+
+async def _redis_ranks(
+    services: Services, board: Board, user_ids: list[int]
+) -> tuple[int, dict[int, tuple[int | None, int | None]]]:
+    keys = BoardKeys(services.settings.redis_prefix)
+    result = await _ranks_script(services)(
+        keys=[keys.zset(board.id), keys.members(board.id)], args=user_ids
+    )
+    total = int(result[0])
+    ranks: dict[int, tuple[int | None, int | None]] = {}
+    for i, uid in enumerate(user_ids):
+        rank, score = int(result[1 + 2 * i]), result[2 + 2 * i]
+        if rank < 0:
+            ranks[uid] = (None, None)
+        else:
+            ranks[uid] = (rank + 1, from_zscore(float(score), board.descending))
+    return total, ranks
+
+
+# --- PostgreSQL fallback -----------------------------------------------------------------
+
+
+def _order_sql(board: Board) -> str:
+    return "value DESC, reached_seq" if board.descending else "value ASC, reached_seq"
+
+
+_BOARD_WHERE = "game_id = $1 AND period = $2 AND period_start = $3"
+
+
+async def _pg_page(
+    services: Services, board: Board, offset: int, limit: int
+) -> tuple[int, list[tuple[int, int, int, int | None, str]], int]:
+    args = (board.game, board.period, board.start)
+    async with services.pool.acquire() as conn:
+        total = await conn.fetchval(
+            f"SELECT count(*) FROM board_values WHERE {_BOARD_WHERE}", *args
+        )
+        rows = await conn.fetch(
+            f"SELECT user_id, value, reached_seq, reached_at FROM board_values WHERE {_BOARD_WHERE}"
+            f" ORDER BY {_order_sql(board)} OFFSET $4 LIMIT $5",
+            *args,
+            offset,
+            limit,
+        )
+    out = []
+    for i, r in enumerate(rows):
+        ms = int(r["reached_at"].timestamp() * 1000) if r["reached_at"] else None
+        out.append((offset + i, r["user_id"], r["value"], ms, ""))
+    return total, out, offset
+
+
+async def _pg_ranks(
+    services: Services, board: Board, user_ids: list[int]
+) -> tuple[int, dict[int, tuple[int | None, int | None]]]:
+    better = ">" if board.descending else "<"
+    args = (board.game, board.period, board.start)
+    async with services.pool.acquire() as conn:
+        total = await conn.fetchval(
+            f"SELECT count(*) FROM board_values WHERE {_BOARD_WHERE}", *args
+        )
+        rows = await conn.fetch(
+            f"SELECT b.user_id, b.value, (SELECT count(*) FROM board_values o WHERE"
+            f" o.game_id = $1 AND o.period = $2 AND o.period_start = $3 AND"
+            f" (o.value {better} b.value OR (o.value = b.value AND o.reached_seq < b.reached_seq))"
+            f") AS better FROM board_values b WHERE b.game_id = $1 AND b.period = $2"
+            f" AND b.period_start = $3 AND b.user_id = ANY($4::bigint[])",
+            *args,
+            user_ids,
+        )
+    ranks: dict[int, tuple[int | None, int | None]] = {uid: (None, None) for uid in user_ids}
+    for r in rows:
+        ranks[r["user_id"]] = (int(r["better"]) + 1, int(r["value"]))
+    return total, ranks
+
+
+async def _page_rows(
+    services: Services, board: Board, offset: int, limit: int, cursor: str | None
+) -> tuple[int, list[tuple[int, int, int, int | None, str]], int]:
+    if _index_ready(services):
+        try:
+            return await _redis_page(services, board, offset, limit, cursor)
+        except RedisError:
+            pass
+    if cursor is not None:
+        offset = decode_cursor(cursor, board.id).offset
+    return await _pg_page(services, board, offset, limit)
+
+
+async def board_ranks(
+    services: Services, board: Board, user_ids: list[int]
+) -> tuple[int, dict[int, tuple[int | None, int | None]]]:
+    """(total, {user_id: (rank or None, score or None)}) in one round trip."""
+    if _index_ready(services):
+        try:
+            return await _redis_ranks(services, board, user_ids)
+        except RedisError:
+            pass
+    return await _pg_ranks(services, board, user_ids)
+
+
+# --- public reads ---------------------------------------------------------------------------
+
+
+async def _entries(
+    services: Services,
+    board: Board,
+    rows: list[tuple[int, int, int, int | None, str]],
+    competition: bool,
+) -> list[Entry]:
+    names = await usernames(services, [r[1] for r in rows])
+    entries = []
+    prev_value: int | None = None
+    prev_rank = 0
+    for pos, uid, value, ms, _ in rows:
+        rank = pos + 1
+        if competition:
+            if prev_value is None:
+                rank = await _competition_rank(services, board, value, pos)
+            elif value == prev_value:
+                rank = prev_rank
+        entries.append(Entry(rank, uid, names.get(uid, f"user{uid}"), value, _ms_to_dt(ms)))
+        prev_value, prev_rank = value, rank
+    return entries
+
+
+async def _competition_rank(services: Services, board: Board, value: int, pos: int) -> int:
+    if _index_ready(services):
+        try:
+            return await _competition_base(services, board, value) + 1
+        except RedisError:
+            pass
+    better = ">" if board.descending else "<"
+    count = await services.pool.fetchval(
+        f"SELECT count(*) FROM board_values WHERE {_BOARD_WHERE} AND value {better} $4",
+        board.game,
+        board.period,
+        board.start,
+        value,
+    )
+    return int(count) + 1
+
+
+async def top_page(
+    services: Services,
+    game: str,
+    period: str = "all",
+    at: date | None = None,
+    offset: int = 0,
+    limit: int = 10,
+    competition: bool = False,
+    cursor: str | None = None,
+) -> Page:
+    """A page of a board, best first."""
+    if not 1 <= limit <= MAX_LIMIT:
+        raise invalid("limit out of range", {"limit": f"1..{MAX_LIMIT}"})
+    if offset < 0:
+        raise invalid("offset out of range", {"offset": ">= 0"})
+    board = await resolve_board(services, game, period, at)
+    total, rows, first = await _page_rows(services, board, offset, limit, cursor)
+    entries = await _entries(services, board, rows, competition)
+    next_cursor = None
+    if rows and first + len(rows) < total:
+        last = rows[-1]
+        next_cursor = encode_cursor(board.id, first + len(rows), last[4])
+    return Page(game, board.period, board.start, total, entries, next_cursor)
+
+
+def percentile(rank: int | None, total: int) -> float | None:
+    """Share of the board ranked at or below the user, in percent (the top is 100)."""
+    if rank is None or total <= 0:
+        return None
+    return round((total - rank + 1) * 100.0 / total, 2)
+
+
+async def user_rank(
+    services: Services, game: str, user_id: int, period: str = "all", at: date | None = None
+) -> UserRank:
+    board = await resolve_board(services, game, period, at)
+    total, ranks = await board_ranks(services, board, [user_id])
+    rank, score = ranks[user_id]
+    return UserRank(
+        game, board.period, board.start, user_id, rank, score, total, percentile(rank, total)
+    )
+
+
+async def ranks_of(
+    services: Services, board: str, user_ids: list[int]
+) -> dict[int, tuple[int | None, int | None, int]]:
+    """uid -> (rank, score, total) on a board id, one round trip (for my-score batches)."""
+    from podium.boards.keys import parse_board_id
+
+    game, period, start = parse_board_id(board)
+    descending = await game_descending(services, game)
+    total, ranks = await board_ranks(services, Board(game, period, start, descending), user_ids)
+    return {uid: (r, s, total) for uid, (r, s) in ranks.items()}
+
+
+async def around(
+    services: Services,
+    game: str,
+    user_id: int,
+    radius: int = 5,
+    period: str = "all",
+    at: date | None = None,
+) -> Page:
+    """The user and up to `radius` neighbours above and below, clipped at the ends."""
+    if not 0 <= radius <= 50:
+        raise invalid("radius out of range", {"radius": "0..50"})
+    board = await resolve_board(services, game, period, at)
+    total, ranks = await board_ranks(services, board, [user_id])
+    rank = ranks[user_id][0]
+    if rank is None:
+        raise not_found("the user is not on this board")
+    start = max(0, rank - 1 - radius)
+    count = rank - 1 - start + radius + 1
+    total, rows, _ = await _page_rows(services, board, start, count, None)
+    entries = await _entries(services, board, rows, False)
+    return Page(game, board.period, board.start, total, entries, None)
+
+
+class MemberRank(msgspec.Struct):
+    rank: int
+    user_id: int
+    username: str
+    score: int
+    global_rank: int
+
+
+class MembersPage(msgspec.Struct):
+    game: str
+    period: str
+    period_start: date
+    total: int
+    entries: list[MemberRank]
+    missing: list[int]
+
+
+async def members(
+    services: Services, game: str, user_ids: list[int], period: str = "all", at: date | None = None
+) -> MembersPage:
+    """A friends board: the given users ranked among themselves, with their board ranks."""
+    board = await resolve_board(services, game, period, at)
+    total, ranks = await board_ranks(services, board, user_ids)
+    present = sorted(
+        (r, uid, s) for uid, (r, s) in ranks.items() if r is not None and s is not None
+    )
+    names = await usernames(services, [uid for _, uid, _ in present])
+    entries = [
+        MemberRank(i + 1, uid, names.get(uid, f"user{uid}"), score, rank)
+        for i, (rank, uid, score) in enumerate(present)
+    ]
+    missing = [uid for uid, (r, _) in ranks.items() if r is None]
+    return MembersPage(game, board.period, board.start, total, entries, missing)
+
+
+async def boards_of_user(services: Services, user_id: int) -> list[UserRank]:
+    """Every all-time board the user is on (global included), plus this period's boards."""
+    rows = await services.pool.fetch(
+        "SELECT game_id, period, period_start FROM board_values WHERE user_id = $1"
+        " AND (period = 'all' OR period_start = CASE period"
+        "   WHEN 'day' THEN $2::date"
+        "   WHEN 'week' THEN $2::date - (extract(isodow FROM $2::date)::int - 1)"
+        "   ELSE date_trunc('month', $2::date)::date END)"
+        " ORDER BY game_id = 'global' DESC, game_id, period",
+        user_id,
+        today(),
+    )
+    out = []
+    for r in rows:
+        descending = await game_descending(services, r["game_id"])
+        board = Board(r["game_id"], r["period"], r["period_start"], descending)
+        total, ranks = await board_ranks(services, board, [user_id])
+        rank, score = ranks[user_id]
+        out.append(
+            UserRank(
+                board.game,
+                board.period,
+                board.start,
+                user_id,
+                rank,
+                score,
+                total,
+                percentile(rank, total),
+            )
+        )
+    return out

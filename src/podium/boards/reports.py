@@ -1,0 +1,140 @@
+"""Top-players reports over any UTC date range, from the event log.
+
+A player's value in the range follows the game's operator over the range's writes
+only (best of, sum of, last of, minus sum of); across games it is the sum over the
+`desc` games, like the global board.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, date, datetime, time
+
+import msgspec
+
+from podium.boards.names import usernames
+from podium.errors import invalid, not_found
+from podium.services import Services
+
+MAX_REPORT_LIMIT = 1000
+MAX_RANGE_DAYS = 3660
+
+
+class ReportRow(msgspec.Struct):
+    rank: int
+    user_id: int
+    username: str
+    score: int
+    games_played: int
+    games: int
+    last_played_at: datetime
+
+
+class Report(msgspec.Struct):
+    game: str | None
+    start: date
+    end: date
+    limit: int
+    result: list[ReportRow]
+    total_count: int
+
+
+_PER_GAME = """
+WITH per_game AS (
+    SELECT e.user_id, e.game_id, g.sort_order,
+        CASE g.operator
+            WHEN 'best' THEN CASE WHEN g.sort_order = 'desc' THEN max(e.points)
+                                  ELSE min(e.points) END
+            WHEN 'sum' THEN sum(e.points)
+            WHEN 'decr' THEN -sum(e.points)
+            ELSE (array_agg(e.points ORDER BY e.seq DESC))[1]
+        END::bigint AS value,
+        count(*) AS sessions,
+        max(e.created_at) AS last_at
+    FROM score_events e JOIN games g ON g.id = e.game_id
+    WHERE e.created_at >= $1 AND e.created_at < $2 AND e.voided_at IS NULL
+      AND ($3::text IS NULL OR e.game_id = $3)
+    GROUP BY e.user_id, e.game_id, g.sort_order, g.operator
+), per_user AS (
+    SELECT user_id,
+        sum(value) FILTER (WHERE $3::text IS NOT NULL OR sort_order = 'desc')::bigint AS value,
+        sum(sessions)::bigint AS sessions,
+        count(DISTINCT game_id) AS games,
+        max(last_at) AS last_at
+    FROM per_game GROUP BY user_id
+)
+SELECT user_id, value, sessions, games, last_at, count(*) OVER () AS total
+FROM per_user WHERE value IS NOT NULL
+ORDER BY value {direction}, last_at, user_id
+LIMIT $4
+"""
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min, UTC)
+
+
+async def top_report(
+    services: Services, start: date, end: date, limit: int = 10, game: str | None = None
+) -> Report:
+    """The top `limit` players of [start, end) (UTC dates, end exclusive)."""
+    errors = {}
+    if end <= start:
+        errors["end"] = "must be after start (end is exclusive)"
+    elif (end - start).days > MAX_RANGE_DAYS:
+        errors["end"] = f"range over {MAX_RANGE_DAYS} days"
+    if not 1 <= limit <= MAX_REPORT_LIMIT:
+        errors["limit"] = f"1..{MAX_REPORT_LIMIT}"
+    if errors:
+        raise invalid("report range is invalid", errors)
+    direction = "DESC"
+    if game is not None:
+        order = await services.pool.fetchval("SELECT sort_order FROM games WHERE id = $1", game)
+        if order is None:
+            raise not_found(f"no game {game!r}")
+        direction = "DESC" if order == "desc" else "ASC"
+    rows = await services.pool.fetch(
+        _PER_GAME.format(direction=direction), _midnight(start), _midnight(end), game, limit
+    )
+    names = await usernames(services, [r["user_id"] for r in rows])
+    result = [
+        ReportRow(
+            i + 1,
+            r["user_id"],
+            names.get(r["user_id"], f"user{r['user_id']}"),
+            int(r["value"]),
+            int(r["sessions"]),
+            int(r["games"]),
+            r["last_at"],
+        )
+        for i, r in enumerate(rows)
+    ]
+    total = int(rows[0]["total"]) if rows else 0
+    return Report(game, start, end, limit, result, total)
+
+
+def _cell(text: str) -> str:
+    # Spreadsheets run a cell that starts with one of these as a formula.
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+
+
+def report_csv(report: Report) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(
+        ["rank", "user_id", "username", "score", "games_played", "games", "last_played_at"]
+    )
+    for r in report.result:
+        writer.writerow(
+            [
+                r.rank,
+                r.user_id,
+                _cell(r.username),
+                r.score,
+                r.games_played,
+                r.games,
+                r.last_played_at.isoformat(),
+            ]
+        )
+    return out.getvalue()
