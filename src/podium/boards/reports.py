@@ -44,11 +44,11 @@ _PER_GAME = """
 WITH per_game AS (
     SELECT e.user_id, e.game_id, g.sort_order,
         CASE g.operator
-            WHEN 'best' THEN CASE WHEN g.sort_order = 'desc' THEN max(e.points)
-                                  ELSE min(e.points) END
-            WHEN 'sum' THEN sum(e.points)
-            WHEN 'decr' THEN -sum(e.points)
-            ELSE (array_agg(e.points ORDER BY e.seq DESC))[1]
+            WHEN 'best' THEN CASE WHEN g.sort_order = 'desc' THEN max(e.input)
+                                  ELSE min(e.input) END
+            WHEN 'sum' THEN sum(e.input)
+            WHEN 'decr' THEN -sum(e.input)
+            ELSE (array_agg(e.input ORDER BY e.seq DESC))[1]
         END::bigint AS value,
         count(*) AS sessions,
         max(e.created_at) AS last_at
