@@ -1,0 +1,502 @@
+// podium.js — a small client for Podium: HTTP calls, live boards over WebSocket,
+// safe score submission. An ES module with no dependencies and no build step.
+//
+//   import { Podium } from "/static/podium.js";
+//   const client = new Podium({ baseUrl: "https://podium.example", getToken });
+//   client.scoreboard("chess", "week", { onSnapshot, onDiff, onStatus });
+//   client.myScore("chess", (me) => console.log(me.rank, me.score));
+//   await client.submit({ game: "chess", action: "win" });
+//
+// `getToken({ refresh })` returns an access token; with `refresh: true` it must get a
+// fresh one (the client asks when a socket closes with 4001 or a call answers 401).
+// `PodiumSession` below is such a hook, backed by the auth API and a refresh token.
+
+/** Close codes after which reconnecting cannot help (see docs/protocol.md). */
+const FINAL_CLOSE_CODES = new Set([1000, 1003, 1008, 1009, 4003, 4008, 4030]);
+const TOKEN_EXPIRED = 4001;
+
+/** An error answered by the API: `status`, `code`, `message`, `details`. */
+export class PodiumError extends Error {
+  constructor(status, code, message, details = null) {
+    super(message);
+    this.name = "PodiumError";
+    this.status = status;
+    this.code = code;
+    this.details = details;
+  }
+}
+
+/** A random (v4) UUID, also outside secure contexts where crypto.randomUUID is absent. */
+export function uuid4() {
+  if (globalThis.crypto?.randomUUID) return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+/** Exponential backoff with jitter: attempt 0 → ~0.5 s, capped at `cap` ms. */
+export function backoff(attempt, base = 500, cap = 15000) {
+  const ceiling = Math.min(cap, base * 2 ** attempt);
+  // "Equal jitter": never zero (no hammering), never in lockstep with other clients.
+  return Math.round(ceiling / 2 + Math.random() * (ceiling / 2));
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function tokenExpiresAt(token) {
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(atob(payload)).exp * 1000;
+  } catch {
+    return Infinity; // not a JWT (e.g. a service credential): let the server judge
+  }
+}
+
+/** The client. One per page or game; every socket it opens shares its token hook. */
+export class Podium {
+  constructor({ baseUrl = globalThis.location?.origin, token = null, getToken = null } = {}) {
+    if (!baseUrl) throw new Error("Podium: baseUrl is required outside a browser page");
+    this.baseUrl = baseUrl.replace(/\/+$/, "");
+    this._token = token;
+    this._getToken = getToken;
+    this._sockets = new Set();
+  }
+
+  /** The current access token; `refresh: true` asks the hook for a new one. */
+  async token({ refresh = false } = {}) {
+    if (this._getToken) {
+      this._token = await this._getToken({ refresh });
+    }
+    return this._token;
+  }
+
+  /** An HTTP call under /api/v1; JSON in and out, PodiumError on failure. */
+  async request(method, path, body = undefined, { auth = true, retried = false } = {}) {
+    const headers = { accept: "application/json" };
+    if (body !== undefined) headers["content-type"] = "application/json";
+    if (auth) {
+      const token = await this.token();
+      if (token) headers.authorization = `Bearer ${token}`;
+    }
+    const response = await fetch(`${this.baseUrl}/api/v1${path}`, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    if (response.status === 401 && auth && this._getToken && !retried) {
+      await this.token({ refresh: true });
+      return this.request(method, path, body, { auth, retried: true });
+    }
+    if (response.status === 204) return null;
+    const data = await response.json().catch(() => null);
+    if (!response.ok) {
+      const e = data?.error ?? {};
+      const error = new PodiumError(
+        response.status,
+        e.code ?? "http_error",
+        e.message ?? `HTTP ${response.status}`,
+        e.details ?? null,
+      );
+      error.retryAfter = Number(response.headers.get("retry-after")) || null;
+      throw error;
+    }
+    return data;
+  }
+
+  games() {
+    return this.request("GET", "/games").then((body) => body.games ?? body);
+  }
+
+  actions(game) {
+    return this.request("GET", `/games/${encodeURIComponent(game)}/actions`).then(
+      (body) => body.actions ?? body,
+    );
+  }
+
+  leaderboard(game, { period = "all", limit = 10 } = {}) {
+    const q = new URLSearchParams({ period, limit: String(limit) });
+    return this.request("GET", `/leaderboards/${encodeURIComponent(game)}?${q}`);
+  }
+
+  rankOf(game, userId, { period = "all" } = {}) {
+    const q = new URLSearchParams({ period });
+    return this.request("GET", `/leaderboards/${encodeURIComponent(game)}/users/${userId}?${q}`);
+  }
+
+  /**
+   * Submit a score or an action: `{game, score}` or `{game, action}`. The event id is
+   * made once, so a retry after a lost answer never counts twice (the server replies
+   * with the first result and `duplicate: true`). Retries network errors, 429 and 5xx.
+   */
+  async submit({ game, score, action, eventId = uuid4(), retries = 4 }) {
+    const body = { game, event_id: eventId };
+    if (action !== undefined && action !== null) body.action = action;
+    else body.score = score;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.request("POST", "/scores", body);
+      } catch (error) {
+        const retryable =
+          !(error instanceof PodiumError) || error.status === 429 || error.status >= 500;
+        if (!retryable || attempt >= retries) throw error;
+        await sleep(error.retryAfter ? error.retryAfter * 1000 : backoff(attempt, 250, 4000));
+      }
+    }
+  }
+
+  /**
+   * The live top 10 of a board. `onSnapshot(entries, msg)` on (re)connect when the
+   * client's copy is stale, `onDiff(entries, msg)` on every change (entries is the whole
+   * top after the change, best first), `onStatus(status)` on connection changes.
+   * Returns `{close(), entries, seq}`.
+   */
+  scoreboard(game, period = "all", { onSnapshot, onDiff, onStatus, onError } = {}) {
+    const board = new BoardState();
+    const live = new LiveSocket(this, "/ws/v1/scoreboard", { game, period }, {
+      since: () => board.seq,
+      onStatus,
+      onMessage: (msg) => {
+        if (msg.type === "snapshot") {
+          board.snapshot(msg);
+          onSnapshot?.(board.entries, msg);
+        } else if (msg.type === "diff") {
+          if (board.diff(msg)) onDiff?.(board.entries, msg);
+        } else if (msg.type === "error") {
+          onError?.(msg);
+        }
+      },
+    });
+    return {
+      close: () => live.close(),
+      get entries() {
+        return board.entries;
+      },
+      get seq() {
+        return board.seq;
+      },
+      get status() {
+        return live.status;
+      },
+    };
+  }
+
+  /** The caller's own `{rank, score, total, ...}` on a game, live. Returns `{close()}`. */
+  myScore(game, onRank, { period = null, onStatus, onError } = {}) {
+    const params = period ? { game, period } : { game };
+    const live = new LiveSocket(this, "/ws/v1/my-score", params, {
+      onStatus,
+      onMessage: (msg) => {
+        if (msg.type === "rank") onRank(msg);
+        else if (msg.type === "error") onError?.(msg);
+      },
+    });
+    return { close: () => live.close(), get status() { return live.status; } };
+  }
+
+  /** Close every socket this client opened. */
+  close() {
+    for (const socket of [...this._sockets]) socket.close();
+  }
+}
+
+/** The client's copy of a board's top: replaced by snapshots, patched by diffs. */
+export class BoardState {
+  constructor() {
+    this.entries = [];
+    this.seq = null;
+  }
+
+  snapshot(msg) {
+    this.entries = normalise(msg.entries ?? msg.top ?? []);
+    this.seq = msg.seq ?? null;
+  }
+
+  /** Apply a diff; false when it is older than what we hold (a late duplicate). */
+  diff(msg) {
+    if (this.seq !== null && msg.seq !== undefined && msg.seq <= this.seq) return false;
+    if (msg.entries ?? msg.top) {
+      this.entries = normalise(msg.entries ?? msg.top);
+    } else {
+      const byId = new Map(this.entries.map((e) => [e.user_id, e]));
+      for (const id of msg.left ?? msg.removed ?? []) byId.delete(id);
+      for (const e of msg.upserts ?? msg.changed ?? []) {
+        if (typeof e === "object") byId.set(e.user_id, { ...byId.get(e.user_id), ...e });
+      }
+      this.entries = normalise([...byId.values()]);
+    }
+    this.seq = msg.seq ?? this.seq;
+    return true;
+  }
+}
+
+function normalise(entries) {
+  const rows = entries.map((e) =>
+    Array.isArray(e) ? { user_id: e[0], score: e[1] } : { ...e, user_id: e.user_id },
+  );
+  if (rows.every((e) => typeof e.rank === "number")) rows.sort((a, b) => a.rank - b.rank);
+  else rows.forEach((e, i) => (e.rank = i + 1));
+  return rows;
+}
+
+/**
+ * One logical WebSocket that survives drops: reconnects with backoff and jitter,
+ * refreshes the token on 4001, resumes with `since` when the caller gives one.
+ */
+export class LiveSocket {
+  constructor(client, path, params, { onMessage, onStatus, since = () => null }) {
+    this.client = client;
+    this.path = path;
+    this.params = params;
+    this.onMessage = onMessage;
+    this.onStatus = onStatus;
+    this.since = since;
+    this.status = "connecting";
+    this.attempt = 0;
+    this.ws = null;
+    this.timer = null;
+    this.closed = false;
+    this.refreshNext = false;
+    this._online = () => {
+      if (this.timer !== null) this._connectSoon(0);
+    };
+    globalThis.addEventListener?.("online", this._online);
+    client._sockets.add(this);
+    this._connect();
+  }
+
+  _url(token) {
+    const url = new URL(this.path, this.client.baseUrl);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    for (const [key, value] of Object.entries(this.params)) url.searchParams.set(key, value);
+    const since = this.since();
+    if (since !== null && since !== undefined) url.searchParams.set("since", String(since));
+    return { url: url.toString(), token };
+  }
+
+  _setStatus(status, extra = {}) {
+    this.status = status;
+    this.onStatus?.({ status, attempt: this.attempt, ...extra });
+  }
+
+  async _connect() {
+    this.timer = null;
+    if (this.closed) return;
+    this._setStatus(this.attempt === 0 ? "connecting" : "reconnecting");
+    let token;
+    try {
+      let refresh = this.refreshNext;
+      token = await this.client.token();
+      // Don't open a socket with a token that dies in the next few seconds.
+      if (token && tokenExpiresAt(token) - Date.now() < 10000) refresh = true;
+      if (refresh) token = await this.client.token({ refresh: true });
+      this.refreshNext = false;
+    } catch (error) {
+      if (error instanceof PodiumError && error.status === 401) {
+        this.closed = true;
+        this._setStatus("unauthorized", { error });
+        return;
+      }
+      this._retry();
+      return;
+    }
+    if (this.closed) return;
+    const { url } = this._url(token);
+    // Browsers cannot set headers on a WebSocket; the token rides in the subprotocol.
+    const ws = token ? new WebSocket(url, ["bearer", token]) : new WebSocket(url);
+    this.ws = ws;
+    let opened = false;
+    ws.onopen = () => {
+      opened = true;
+      this.attempt = 0;
+      this._setStatus("open");
+    };
+    ws.onmessage = (event) => {
+      let msg;
+      try {
+        msg = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      this.onMessage(msg);
+    };
+    ws.onclose = (event) => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      if (this.closed) return;
+      if (FINAL_CLOSE_CODES.has(event.code)) {
+        this.closed = true;
+        this._setStatus("closed", { code: event.code, reason: event.reason });
+        return;
+      }
+      if (event.code === TOKEN_EXPIRED) this.refreshNext = true;
+      // A refused handshake looks like 1006 before open; the token may be the cause.
+      if (!opened && this.attempt >= 1) this.refreshNext = true;
+      this._retry(event.code);
+    };
+  }
+
+  _retry(code = null) {
+    const delay = backoff(this.attempt);
+    this.attempt += 1;
+    this._setStatus("reconnecting", { delay, code });
+    this._connectSoon(delay);
+  }
+
+  _connectSoon(delay) {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this._connect(), delay);
+  }
+
+  /** Send a JSON message if the socket is open; false otherwise. */
+  send(message) {
+    if (this.ws?.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(JSON.stringify(message));
+    return true;
+  }
+
+  close() {
+    this.closed = true;
+    clearTimeout(this.timer);
+    this.timer = null;
+    globalThis.removeEventListener?.("online", this._online);
+    this.client._sockets.delete(this);
+    if (this.ws) {
+      const ws = this.ws;
+      this.ws = null;
+      ws.close(1000);
+    }
+    this._setStatus("closed");
+  }
+}
+
+/**
+ * A logged-in user's tokens: the access token in memory, the refresh token in
+ * `storage` (localStorage by default) so a reload keeps the session. Its `getToken`
+ * is the hook `Podium` wants; refreshes are single-flight (refresh tokens rotate, and
+ * spending one twice would revoke the whole session).
+ */
+export class PodiumSession {
+  constructor({ baseUrl = globalThis.location?.origin, storage = globalThis.localStorage, key = "podium.refresh" } = {}) {
+    this.baseUrl = baseUrl.replace(/\/+$/, "");
+    this.storage = storage;
+    this.key = key;
+    this.access = null;
+    this.expiresAt = 0;
+    this.user = null;
+    this._refreshing = null;
+    this.onChange = null;
+    this.getToken = this.getToken.bind(this);
+  }
+
+  get refreshToken() {
+    return this.storage?.getItem(this.key) ?? null;
+  }
+
+  get loggedIn() {
+    return this.access !== null;
+  }
+
+  async _post(path, body, token = null) {
+    const headers = { "content-type": "application/json", accept: "application/json" };
+    if (token) headers.authorization = `Bearer ${token}`;
+    const response = await fetch(`${this.baseUrl}/api/v1${path}`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify(body),
+    });
+    if (response.status === 204) return null;
+    const data = await response.json().catch(() => null);
+    if (!response.ok) {
+      const e = data?.error ?? {};
+      throw new PodiumError(response.status, e.code ?? "http_error", e.message ?? `HTTP ${response.status}`, e.details ?? null);
+    }
+    return data;
+  }
+
+  _accept(pair) {
+    this.access = pair.access_token;
+    this.expiresAt = Date.now() + pair.expires_in * 1000;
+    this.user = pair.user;
+    this.storage?.setItem(this.key, pair.refresh_token);
+    this.onChange?.(this);
+    return this;
+  }
+
+  _forget() {
+    const had = this.access !== null || this.refreshToken !== null;
+    this.access = null;
+    this.user = null;
+    this.storage?.removeItem(this.key);
+    if (had) this.onChange?.(this);
+  }
+
+  register({ username, email, password }) {
+    return this._post("/auth/register", { username, email, password });
+  }
+
+  async login(login, password) {
+    const body = login.includes("@") ? { email: login, password } : { username: login, password };
+    return this._accept(await this._post("/auth/login", body));
+  }
+
+  /** Resume from the stored refresh token; false when there is none or it is dead. */
+  async resume() {
+    if (!this.refreshToken) return false;
+    try {
+      await this.refresh();
+      return true;
+    } catch (error) {
+      if (error instanceof PodiumError) return false;
+      throw error; // offline: keep the refresh token for the next try
+    }
+  }
+
+  refresh() {
+    if (!this._refreshing) {
+      // Refresh tokens rotate and spending one twice revokes the session, so tabs take
+      // turns (Web Locks) and each spends whatever token is stored when its turn comes.
+      const run = () => this._refresh();
+      const locked = globalThis.navigator?.locks
+        ? navigator.locks.request(`${this.key}.lock`, run)
+        : run();
+      this._refreshing = locked.finally(() => {
+        this._refreshing = null;
+      });
+    }
+    return this._refreshing;
+  }
+
+  async _refresh() {
+    const token = this.refreshToken;
+    if (!token) {
+      this._forget();
+      throw new PodiumError(401, "unauthorized", "not logged in");
+    }
+    try {
+      return this._accept(await this._post("/auth/refresh", { refresh_token: token }));
+    } catch (error) {
+      if (error instanceof PodiumError && error.status === 401) this._forget();
+      throw error;
+    }
+  }
+
+  /** The `getToken` hook for `Podium`. */
+  async getToken({ refresh = false } = {}) {
+    if (refresh || !this.access || Date.now() > this.expiresAt - 30000) await this.refresh();
+    return this.access;
+  }
+
+  async logout() {
+    const token = this.access;
+    this._forget();
+    if (token) {
+      try {
+        await this._post("/auth/logout", {}, token);
+      } catch {
+        // Already expired or offline: the tokens are gone from this browser either way.
+      }
+    }
+  }
+}
