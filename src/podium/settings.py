@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
 
 import msgspec
 
 MIN_SECRET_BYTES = 32
+# A PostgreSQL identifier we can quote safely (matches `store.db`'s check).
+_SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 class SettingsError(RuntimeError):
@@ -37,6 +40,7 @@ class Settings(msgspec.Struct, kw_only=True):
     retention_days: int = 400
     max_body_bytes: int = 64 * 1024
     login_attempts_per_minute: int = 10
+    registrations_per_minute: int = 30
     writes_per_second_per_user: int = 50
     ws_compression: bool = False
     log_level: str = "info"
@@ -72,6 +76,7 @@ _INT_FIELDS = {
     "RETENTION_DAYS": "retention_days",
     "MAX_BODY_BYTES": "max_body_bytes",
     "LOGIN_ATTEMPTS_PER_MINUTE": "login_attempts_per_minute",
+    "REGISTRATIONS_PER_MINUTE": "registrations_per_minute",
     "WRITES_PER_SECOND_PER_USER": "writes_per_second_per_user",
 }
 
@@ -101,6 +106,14 @@ def load_settings(environ: dict[str, str] | None = None, dotenv: Path | None = N
         kwargs["host"] = value
     if (value := get("CORS_ORIGINS")) is not None:
         kwargs["cors_origins"] = tuple(o.strip() for o in value.split(",") if o.strip())
+    if (value := get("PODIUM_DB_SCHEMA")) is not None:
+        if not _SCHEMA_RE.match(value):
+            raise SettingsError(
+                f"PODIUM_DB_SCHEMA must be a lowercase PostgreSQL identifier, not {value!r}"
+            )
+        kwargs["db_schema"] = value
+    if (value := get("PODIUM_REDIS_PREFIX")) is not None:
+        kwargs["redis_prefix"] = value
     if (value := get("PODIUM_LOG_LEVEL")) is not None:
         kwargs["log_level"] = value.lower()
     if (value := get("PODIUM_WS_COMPRESSION")) is not None:

@@ -17,13 +17,14 @@ from podium.auth import ratelimit
 from podium.auth.guards import require_user
 from podium.auth.passwords import hash_password, verify_password
 from podium.auth.tokens import TokenError
-from podium.errors import ApiError, conflict, invalid, not_found, unauthorized
+from podium.errors import ApiError, conflict, invalid, unauthorized
 from podium.services import Services
 from podium.store import users
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
-# Pragmatic, not RFC 5322: one @, a dot in the domain, no spaces.
-EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+# Pragmatic, not RFC 5322: one @, a dot in the domain, no spaces or control characters
+# (PostgreSQL text cannot hold NUL).
+EMAIL_RE = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]{2,}$")
 BAD_LOGIN = "invalid username, email or password"
 
 
@@ -91,7 +92,14 @@ async def register(request: Request) -> Response:
     body = await read_json(request, RegisterIn, services.settings.max_body_bytes)
     if errors := validate_registration(body):
         raise invalid("registration is invalid", errors)
-    await ratelimit.enforce(services.redis, services.keys, "register", client_ip(request), 30, 60)
+    await ratelimit.enforce(
+        services.redis,
+        services.keys,
+        "register",
+        client_ip(request),
+        services.settings.registrations_per_minute,
+        60,
+    )
     hashed = await hash_password(body.password, services.settings.bcrypt_rounds)
     try:
         user = await users.create_user(services.pool, body.username, body.email, hashed)
@@ -113,8 +121,15 @@ async def login(request: Request) -> Response:
     await ratelimit.enforce(
         services.redis, services.keys, "login-user", login_name.lower(), limit, 60
     )
-    found = await users.find_login(services.pool, login_name, by_email=body.username is None)
-    ok = await verify_password(body.password, found[1] if found else None)
+    # No stored name holds a NUL (PostgreSQL text cannot): such a name is just unknown.
+    found = (
+        await users.find_login(services.pool, login_name, by_email=body.username is None)
+        if "\x00" not in login_name
+        else None
+    )
+    ok = await verify_password(
+        body.password, found[1] if found else None, services.settings.bcrypt_rounds
+    )
     if not found or not ok:
         raise unauthorized(BAD_LOGIN)
     pair = await issue_pair(services, found[0], uuid.uuid4())
@@ -170,7 +185,8 @@ async def me(request: Request) -> Response:
     assert principal.user_id is not None
     user = await users.get_user(services.pool, principal.user_id)
     if user is None:
-        raise not_found("user not found")
+        # The token is genuine but its account is gone: the client must log in again.
+        raise unauthorized("account no longer exists")
     return JSON(user)
 
 

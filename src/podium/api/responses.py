@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar
 
 import msgspec
@@ -47,8 +48,17 @@ def decode_json(data: bytes, type_: type[T]) -> T:
         raise invalid("request body is invalid", validation_details(str(exc))) from None
 
 
+_NAMED_FIELD = re.compile(r"^Object (missing required|contains unknown) field `([^`]*)`$")
+
+
 def validation_details(text: str) -> dict[str, str]:
-    """msgspec says "Expected `int`, got `str` - at `$.score`"; key it by field."""
+    """msgspec says "Expected `int`, got `str` - at `$.score`"; key it by field.
+
+    A missing or unknown field is keyed by its own name ("password": "required").
+    """
     message, _, path = text.partition(" - at `")
-    field = path.rstrip("`").removeprefix("$.").removeprefix("$") or "body"
-    return {field: message}
+    field = path.rstrip("`").removeprefix("$.").removeprefix("$")
+    if named := _NAMED_FIELD.match(message):
+        field = f"{field}.{named[2]}" if field else named[2]
+        message = "required" if named[1] == "missing required" else "unknown field"
+    return {field or "body": message}

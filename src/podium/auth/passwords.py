@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+
 import bcrypt
 from starlette.concurrency import run_in_threadpool
 
-# A real hash of a random password: verifying against it when the user does not
-# exist costs the same time as a real check, so timing does not reveal accounts.
-_DUMMY_HASH = bcrypt.hashpw(b"podium-no-such-user", bcrypt.gensalt(rounds=12))
+
+@functools.cache
+def _dummy_hash(rounds: int) -> bytes:
+    # A real hash of a random password at the configured cost: verifying against it
+    # when the user does not exist takes as long as a real check, so timing does not
+    # reveal which accounts exist. Made on first use, not at import (CLI start-up).
+    return bcrypt.hashpw(b"podium-no-such-user", bcrypt.gensalt(rounds=rounds))
 
 
 async def hash_password(password: str, rounds: int = 12) -> str:
@@ -16,9 +22,9 @@ async def hash_password(password: str, rounds: int = 12) -> str:
     return digest.decode()
 
 
-async def verify_password(password: str, hashed: str | None) -> bool:
-    """Check a password; with `hashed=None` spend the time and return False."""
-    target = hashed.encode() if hashed else _DUMMY_HASH
+async def verify_password(password: str, hashed: str | None, rounds: int = 12) -> bool:
+    """Check a password; with `hashed=None` spend a cost-`rounds` check and return False."""
+    target = hashed.encode() if hashed else await run_in_threadpool(_dummy_hash, rounds)
     try:
         ok = await run_in_threadpool(bcrypt.checkpw, password.encode(), target)
     except ValueError:
