@@ -1,0 +1,29 @@
+"""/api/v1/admin: operator actions (admin only)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from podium.api.responses import JSON
+from podium.auth.guards import require_admin
+from podium.boards.scripts import Scripts
+from podium.boards.void import void_user
+from podium.errors import not_found
+from podium.services import Services
+
+
+async def void(request: Request) -> Response:
+    """Void a user: their events stay in the log, marked void; they leave every board."""
+    await require_admin(request)
+    services: Services = request.app.state.podium
+    try:
+        user_id = int(request.path_params["user_id"])
+    except ValueError:
+        raise not_found("no such user") from None
+    scripts: Scripts = services.extras["scripts"]  # type: ignore[assignment]
+    return JSON(await void_user(services, scripts, user_id))
+
+
+routes = [Route("/admin/users/{user_id}/void", void, methods=["POST"])]

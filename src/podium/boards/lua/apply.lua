@@ -1,0 +1,151 @@
+-- apply.lua: apply committed board rows to the Redis index, atomically.
+--
+-- KEYS: none (keys are built from the prefix; Podium runs on one Redis, not a cluster).
+-- ARGV[1]  key prefix (e.g. "podium:")
+-- ARGV[2]  "1" to capture top-10 diffs, INCR board seqs and PUBLISH; "0" to load quietly
+--          (rebuild)
+-- ARGV[3]  number of events E, then per event:
+--            all_board  the event's all-time board id ("" when no rank is wanted)
+--            user_id
+--            nrows      then nrows rows of 6 fields:
+--              board, member ("" removes the user from the board), zscore, last_seq,
+--              desc ("1" when the zset holds -value), expireat (unix seconds, "0" = none)
+--
+-- A row is applied only when its last_seq is newer than the one stored in the board's
+-- members hash, so batches applied out of order (several instances) converge.
+-- Returns {rank_before_1, rank_after_1, rank_before_2, ...}: all-time ranks (1-based,
+-- 0 = not on the board) of each event's user around its rows.
+
+local prefix = ARGV[1]
+local publish = ARGV[2] == '1'
+local nevents = tonumber(ARGV[3])
+
+local function rank_of(board, user)
+  if board == '' then return 0 end
+  local cur = redis.call('HGET', prefix .. 'm:' .. board, user)
+  if not cur then return 0 end
+  local sep = string.find(cur, '|', 1, true)
+  local r = redis.call('ZRANK', prefix .. 'b:' .. board, string.sub(cur, 1, sep - 1))
+  if not r then return 0 end
+  return r + 1
+end
+
+-- Integers leave Redis as doubles; every |v| < 2^53 is exact, and '%d' prints it whole.
+local function int_text(x)
+  return string.format('%d', x)
+end
+
+local function top10(board, desc)
+  local raw = redis.call('ZRANGE', prefix .. 'b:' .. board, 0, 9, 'WITHSCORES')
+  local top = {}
+  for j = 1, #raw, 2 do
+    local m = raw[j]
+    local sep = string.find(m, ':', 1, true)
+    local value = tonumber(raw[j + 1])
+    if desc then value = -value end
+    top[#top + 1] = {
+      user = string.sub(m, sep + 1),
+      value = int_text(value),
+      reached = int_text(tonumber(string.sub(m, 1, sep - 1))),
+    }
+  end
+  return top
+end
+
+local out = {}
+local before = {}    -- board -> top 10 before its first change in this batch
+local desc_of = {}   -- board -> desc flag
+local expire_of = {} -- period board -> its expireat
+local order = {}     -- changed boards, in first-change order
+local changed = {}   -- board -> list of users whose value changed
+local changed_seen = {}
+
+local pos = 4
+for e = 1, nevents do
+  local all_board = ARGV[pos]
+  local user = ARGV[pos + 1]
+  local nrows = tonumber(ARGV[pos + 2])
+  pos = pos + 3
+  local rank_before = rank_of(all_board, user)
+  for _ = 1, nrows do
+    local board, member, zscore = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2]
+    local last_seq, desc, expireat = tonumber(ARGV[pos + 3]), ARGV[pos + 4] == '1', ARGV[pos + 5]
+    pos = pos + 6
+    local zkey = prefix .. 'b:' .. board
+    local mkey = prefix .. 'm:' .. board
+    local cur = redis.call('HGET', mkey, user)
+    local old_member = nil
+    local stale = false
+    if cur then
+      local sep = string.find(cur, '|', 1, true)
+      old_member = string.sub(cur, 1, sep - 1)
+      if member ~= '' and tonumber(string.sub(cur, sep + 1)) >= last_seq then stale = true end
+    end
+    if not stale and (member ~= '' or cur) then
+      if publish and not before[board] then
+        before[board] = top10(board, desc)
+        desc_of[board] = desc
+        order[#order + 1] = board
+        changed[board] = {}
+        changed_seen[board] = {}
+      end
+      if old_member then redis.call('ZREM', zkey, old_member) end
+      if member == '' then
+        redis.call('HDEL', mkey, user)
+      else
+        redis.call('ZADD', zkey, zscore, member)
+        redis.call('HSET', mkey, user, member .. '|' .. ARGV[pos - 3])
+        if expireat ~= '0' then
+          expire_of[board] = expireat
+          redis.call('EXPIREAT', zkey, expireat)
+          redis.call('EXPIREAT', mkey, expireat)
+        end
+      end
+      if publish and not changed_seen[board][user] then
+        changed_seen[board][user] = true
+        local list = changed[board]
+        list[#list + 1] = user
+      end
+    end
+  end
+  out[#out + 1] = rank_before
+  out[#out + 1] = rank_of(all_board, user)
+end
+
+if not publish then return out end
+
+local function positions(top)
+  local p = {}
+  for j, entry in ipairs(top) do p[entry.user] = j end
+  return p
+end
+
+local function json_users(list)
+  return '[' .. table.concat(list, ',') .. ']'
+end
+
+for _, board in ipairs(order) do
+  local after = top10(board, desc_of[board])
+  local was, now = positions(before[board]), positions(after)
+  local entered, left, moved, top = {}, {}, {}, {}
+  for j, entry in ipairs(after) do
+    if not was[entry.user] then
+      entered[#entered + 1] = entry.user
+    elseif was[entry.user] ~= j then
+      moved[#moved + 1] = entry.user
+    end
+    top[#top + 1] = '[' .. entry.user .. ',' .. entry.value .. ',' .. entry.reached .. ']'
+  end
+  for _, entry in ipairs(before[board]) do
+    if not now[entry.user] then left[#left + 1] = entry.user end
+  end
+  local seq = redis.call('INCR', prefix .. 'seq:' .. board)
+  if expire_of[board] then redis.call('EXPIREAT', prefix .. 'seq:' .. board, expire_of[board]) end
+  -- Built by hand: cjson would print large integers with 14 significant digits.
+  local message = '{"board":' .. cjson.encode(board) .. ',"seq":' .. int_text(seq)
+    .. ',"top":[' .. table.concat(top, ',') .. ']'
+    .. ',"entered":' .. json_users(entered) .. ',"left":' .. json_users(left)
+    .. ',"moved":' .. json_users(moved) .. ',"changed":' .. json_users(changed[board]) .. '}'
+  redis.call('PUBLISH', prefix .. 'ch:' .. board, message)
+end
+return out

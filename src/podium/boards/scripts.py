@@ -1,0 +1,107 @@
+"""The Lua scripts of the boards layer, registered once per Redis client.
+
+`register_script` runs EVALSHA and loads the script again if Redis lost it (restart,
+SCRIPT FLUSH), so callers never handle NOSCRIPT themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from functools import cache
+from importlib import resources
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+from podium.boards.keys import member, to_zscore
+from podium.boards.periods import Period, period_end
+
+
+@cache
+def source(name: str) -> str:
+    return (resources.files("podium.boards") / "lua" / f"{name}.lua").read_text()
+
+
+class BoardRow(tuple):
+    """One board row for apply.lua: (board, member, zscore, last_seq, desc, expireat).
+
+    `member` "" removes the user from the board.
+    """
+
+    __slots__ = ()
+
+    def __new__(
+        cls, board: str, member_: str, zscore: int, last_seq: int, desc: bool, expireat: int
+    ) -> BoardRow:
+        return super().__new__(
+            cls, (board, member_, str(zscore), str(last_seq), "1" if desc else "0", str(expireat))
+        )
+
+
+def expire_at(period: Period, start: date, retention_days: int) -> int:
+    """Unix time when a period board may go: its end plus the retention window."""
+    end = period_end(period, start)
+    if end is None:
+        return 0
+    moment = datetime.combine(end + timedelta(days=retention_days), time(), UTC)
+    return int(moment.timestamp())
+
+
+def set_row(
+    board: str,
+    period: Period,
+    start: date,
+    user_id: int,
+    value: int,
+    reached_seq: int,
+    last_seq: int,
+    desc: bool,
+    retention_days: int,
+) -> BoardRow:
+    return BoardRow(
+        board,
+        member(reached_seq, user_id),
+        to_zscore(value, desc),
+        last_seq,
+        desc,
+        expire_at(period, start, retention_days),
+    )
+
+
+class ApplyEvent(tuple):
+    """(all_board, user_id, rows): the rows one event changed, in order."""
+
+    __slots__ = ()
+
+    def __new__(cls, all_board: str, user_id: int, rows: Sequence[BoardRow]) -> ApplyEvent:
+        return super().__new__(cls, (all_board, user_id, rows))
+
+
+class Scripts:
+    """apply.lua bound to one Redis client and key prefix."""
+
+    def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
+        self.prefix = prefix
+        self._apply: AsyncScript = redis.register_script(source("apply"))
+
+    @staticmethod
+    def argv(prefix: str, publish: bool, events: Sequence[ApplyEvent]) -> list[str]:
+        args: list[str] = [prefix, "1" if publish else "0", str(len(events))]
+        for all_board, user_id, rows in events:
+            args += (all_board, str(user_id), str(len(rows)))
+            for row in rows:
+                args += row
+        return args
+
+    async def apply(
+        self, events: Sequence[ApplyEvent], *, publish: bool = True, client: object = None
+    ) -> list[tuple[int | None, int | None]]:
+        """Apply the events' rows; return each event's (rank_before, rank_after)."""
+        raw = await self._apply(
+            keys=[], args=self.argv(self.prefix, publish, events), client=client
+        )
+        out: list[tuple[int | None, int | None]] = []
+        for j in range(0, len(raw), 2):
+            out.append((int(raw[j]) or None, int(raw[j + 1]) or None))
+        return out

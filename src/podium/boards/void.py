@@ -1,0 +1,76 @@
+"""Void a user (cheater): events kept but marked void, the user leaves every board."""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+
+from podium.boards.index import void_gen_key
+from podium.boards.keys import GLOBAL, board_id
+from podium.boards.scripts import ApplyEvent, BoardRow, Scripts
+from podium.boards.writer import is_unavailable
+from podium.errors import not_found, unavailable
+from podium.services import Services
+
+log = logging.getLogger("podium.void")
+
+
+class VoidOut(msgspec.Struct):
+    user_id: int
+    voided_events: int
+    boards: list[str]
+
+
+_DELETE_SQL = """
+WITH d AS (
+    DELETE FROM board_values WHERE user_id = $1
+    RETURNING game_id, period, period_start
+)
+SELECT d.game_id, d.period, d.period_start,
+       coalesce(g.sort_order, 'desc') = 'desc' AS descending
+FROM d LEFT JOIN games g ON g.id = d.game_id
+"""
+
+
+async def void_user(services: Services, scripts: Scripts, user_id: int) -> VoidOut:
+    """Mark the user's events void, drop their board rows, and update Redis with diffs."""
+    try:
+        async with services.pool.acquire() as conn, conn.transaction():
+            # The writer's per-user lock: no batch of this user interleaves with the void.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended('podium:user:' || $1::text, 0))",
+                user_id,
+            )
+            found = await conn.fetchval(
+                "UPDATE users SET voided_at = coalesce(voided_at, now()) WHERE id = $1"
+                " RETURNING id",
+                user_id,
+            )
+            if found is None:
+                raise not_found("no such user")
+            status = await conn.execute(
+                "UPDATE score_events SET voided_at = now()"
+                " WHERE user_id = $1 AND voided_at IS NULL",
+                user_id,
+            )
+            rows = await conn.fetch(_DELETE_SQL, user_id)
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise unavailable("the score store is unavailable; nothing was voided") from None
+        raise
+    boards = [board_id(r["game_id"], r["period"], r["period_start"]) for r in rows]
+    removals = [
+        BoardRow(board, "", 0, 0, True if r["game_id"] == GLOBAL else r["descending"], 0)
+        for board, r in zip(boards, rows, strict=True)
+    ]
+    index = services.extras.get("index")
+    try:
+        if removals:
+            await scripts.apply([ApplyEvent("", user_id, removals)])
+        await services.redis.incr(void_gen_key(services.settings.redis_prefix))
+    except Exception as exc:
+        log.warning("redis void failed; index marked stale: %s", exc)
+        if index is not None:
+            index.mark_stale()  # type: ignore[attr-defined]
+    return VoidOut(user_id=user_id, voided_events=int(status.split()[-1]), boards=sorted(boards))

@@ -1,0 +1,303 @@
+"""The group-commit writer: one per process, one transaction per batch of writes.
+
+Writes queue up; a single loop takes what is waiting (up to `max_batch`, or what
+arrives within `window_s` of the first), applies the whole batch in PostgreSQL with
+one statement (`podium_apply_scores`, committed before it returns), then applies
+the committed board rows to Redis with one EVALSHA of apply.lua, and only then
+resolves each caller. A write is acknowledged only after its commit; a PostgreSQL
+failure fails the batch with 503, never a silent success. A Redis failure does not
+fail the write (it is durable): the index is marked stale and rebuilt from the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import date, datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from podium.boards.keys import GLOBAL, board_id
+from podium.boards.periods import EPOCH, starts_for
+from podium.boards.scripts import ApplyEvent, BoardRow, Scripts, set_row
+from podium.errors import ApiError, unavailable
+
+log = logging.getLogger("podium.writer")
+
+MAX_BATCH = 256
+WINDOW_S = 0.002
+
+_APPLY_SQL = (
+    "SELECT * FROM podium_apply_scores($1::uuid[], $2::bigint[], $3::text[], $4::text[],"
+    " $5::bigint[], $6::text[], $7::text[], $8::timestamptz[], $9::date[], $10::date[],"
+    " $11::date[], $12::text[], $13::text[])"
+)
+
+
+class Write(msgspec.Struct, kw_only=True):
+    """One validated score write, ready for the log."""
+
+    event_id: uuid.UUID
+    user_id: int
+    game: str
+    descending: bool
+    kind: str  # "score" | "action"
+    input: int | None
+    action: str | None
+    payload_hash: str
+    created_at: datetime
+    client_addr: str
+    credential: str
+
+
+class Outcome(msgspec.Struct, kw_only=True):
+    """What the log said about one write. `response` is set for ok/duplicate."""
+
+    status: str
+    seq: int | None = None
+    value_before: int | None = None
+    value_after: int | None = None
+    response: dict[str, Any] | None = None
+    rank: int | None = None
+    previous_rank: int | None = None
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """A connection-level failure: PostgreSQL is down, restarting or unreachable."""
+    if isinstance(exc, (OSError, TimeoutError, asyncpg.InterfaceError)):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        state = getattr(exc, "sqlstate", "") or ""
+        return state.startswith(("08", "57P", "53"))
+    return False
+
+
+def rows_to_apply(write: Write, record: asyncpg.Record, retention_days: int) -> list[BoardRow]:
+    rows = []
+    for game, period, start, value, reached, last in zip(
+        record["b_games"],
+        record["b_periods"],
+        record["b_starts"],
+        record["b_values"],
+        record["b_reached"],
+        record["b_last"],
+        strict=True,
+    ):
+        desc = True if game == GLOBAL else write.descending
+        rows.append(
+            set_row(
+                board_id(game, period, start),
+                period,
+                start,
+                write.user_id,
+                value,
+                reached,
+                last,
+                desc,
+                retention_days,
+            )
+        )
+    return rows
+
+
+class _Pending:
+    __slots__ = ("future", "write")
+
+    def __init__(self, write: Write, future: asyncio.Future[Outcome]) -> None:
+        self.write = write
+        self.future = future
+
+
+class Writer:
+    """Batches writes into one PostgreSQL statement and one Redis script call."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        scripts: Scripts,
+        index: Any,
+        retention_days: int,
+        *,
+        max_batch: int = MAX_BATCH,
+        window_s: float = WINDOW_S,
+    ) -> None:
+        self.pool = pool
+        self.scripts = scripts
+        self.index = index
+        self.retention_days = retention_days
+        self.max_batch = max_batch
+        self.window_s = window_s
+        self._pending: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        # Users whose batch may have committed although we saw a connection error:
+        # their rows are re-applied to Redis once PostgreSQL answers again.
+        self._uncertain: set[int] = set()
+        self._closing = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="podium-writer")
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for task in list(self._background):
+            with contextlib.suppress(Exception):
+                await task
+
+    async def submit(self, write: Write) -> Outcome:
+        """Queue a write and wait until it is committed (and applied to Redis)."""
+        if self._closing or self._task is None:
+            raise unavailable("the server is shutting down")
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(write, future))
+        self._wake.set()
+        return await asyncio.shield(future)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            if not self._pending:
+                self._wake.clear()
+                if self._closing:
+                    return
+                continue
+            if len(self._pending) < self.max_batch and self.window_s > 0 and not self._closing:
+                await asyncio.sleep(self.window_s)
+            batch = self._pending[: self.max_batch]
+            del self._pending[: self.max_batch]
+            if not self._pending:
+                self._wake.clear()
+            try:
+                await self._process(batch)
+            except Exception as exc:  # a bug must not kill the loop or strand callers
+                log.exception("writer batch failed")
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+
+    async def _process(self, batch: list[_Pending]) -> None:
+        try:
+            records = await self._commit([p.write for p in batch])
+        except Exception as exc:
+            if is_unavailable(exc):
+                log.warning("postgres unavailable: %s", exc)
+                err = unavailable("the score store is unavailable; nothing was written")
+                for item in batch:
+                    item.future.set_exception(err)
+                return
+            if len(batch) > 1:
+                # One bad write must not fail its neighbours: retry them one by one.
+                for item in batch:
+                    await self._process([item])
+                return
+            raise
+        outcomes = [self._outcome(r) for r in records]
+        applied = [
+            (i, ApplyEvent(board_id(p.write.game, "all", EPOCH), p.write.user_id, rows))
+            for i, (p, rec) in enumerate(zip(batch, records, strict=True))
+            if rec["status"] == "ok"
+            for rows in [rows_to_apply(p.write, rec, self.retention_days)]
+        ]
+        if applied:
+            ranks = await self._apply_redis([e for _, e in applied])
+            if ranks is not None:
+                for (i, _), (before, after) in zip(applied, ranks, strict=True):
+                    outcomes[i].previous_rank, outcomes[i].rank = before, after
+                self._spawn(self._store_ranks([outcomes[i] for i, _ in applied]))
+        for item, outcome in zip(batch, outcomes, strict=True):
+            if not item.future.done():
+                item.future.set_result(outcome)
+        if self._uncertain:
+            self._spawn(self._repair())
+
+    async def _commit(self, writes: Sequence[Write]) -> list[asyncpg.Record]:
+        starts: list[dict[str, date]] = [starts_for(w.created_at) for w in writes]  # type: ignore[misc]
+        args = (
+            [w.event_id for w in writes],
+            [w.user_id for w in writes],
+            [w.game for w in writes],
+            [w.kind for w in writes],
+            [w.input for w in writes],
+            [w.action for w in writes],
+            [w.payload_hash for w in writes],
+            [w.created_at for w in writes],
+            [s["day"] for s in starts],
+            [s["week"] for s in starts],
+            [s["month"] for s in starts],
+            [w.client_addr for w in writes],
+            [w.credential for w in writes],
+        )
+        async with self.pool.acquire() as conn:
+            try:
+                # One statement outside an explicit transaction is its own transaction:
+                # it has committed when the result arrives (one round trip).
+                return await conn.fetch(_APPLY_SQL, *args)
+            except Exception as exc:
+                if is_unavailable(exc):
+                    self._uncertain.update(w.user_id for w in writes)
+                raise
+
+    @staticmethod
+    def _outcome(record: asyncpg.Record) -> Outcome:
+        raw = record["response"]
+        return Outcome(
+            status=record["status"],
+            seq=record["seq"],
+            value_before=record["value_before"],
+            value_after=record["value_after"],
+            response=msgspec.json.decode(raw) if raw is not None else None,
+        )
+
+    async def _apply_redis(
+        self, events: list[ApplyEvent]
+    ) -> list[tuple[int | None, int | None]] | None:
+        try:
+            return await self.scripts.apply(events)
+        except Exception as exc:
+            log.warning("redis apply failed; index marked stale: %s", exc)
+            self.index.mark_stale()
+            return None
+
+    async def _store_ranks(self, outcomes: list[Outcome]) -> None:
+        """Keep the ranks in the logged response, so a replayed event gets them too."""
+        try:
+            await self.pool.execute(
+                "UPDATE score_events e SET response = e.response"
+                " || jsonb_build_object('rank', r.rank, 'previous_rank', r.prev)"
+                " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS r(seq, rank, prev)"
+                " WHERE e.seq = r.seq",
+                [o.seq for o in outcomes],
+                [o.rank for o in outcomes],
+                [o.previous_rank for o in outcomes],
+            )
+        except Exception as exc:
+            log.warning("could not store ranks in the log: %s", exc)
+
+    async def _repair(self) -> None:
+        users, self._uncertain = list(self._uncertain), set()
+        from podium.boards.index import load_rows
+
+        try:
+            await load_rows(self.pool, self.scripts, self.retention_days, users, publish=True)
+        except Exception as exc:
+            log.warning("repair of uncertain writes failed; index marked stale: %s", exc)
+            self.index.mark_stale()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+__all__ = ["ApiError", "Outcome", "Write", "Writer"]
