@@ -1,0 +1,1 @@
+"""`podium bench`: load generators that drive a running Podium over real sockets."""
