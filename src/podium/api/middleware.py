@@ -26,6 +26,12 @@ SECURITY_HEADERS = {
 }
 
 
+# No detail, ever: the log line (with the request id) holds the traceback.
+INTERNAL_ERROR_BODY = (
+    b'{"error":{"code":"internal","message":"internal server error","details":null}}'
+)
+
+
 class SecurityHeaders:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -51,6 +57,25 @@ class SecurityHeaders:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except Exception:
+            # Answered here rather than by Starlette's outermost error middleware, so
+            # a 500 carries the security headers and request id like any response.
+            log.exception(
+                "unhandled error", extra={"request_id": request_id, "path": scope["path"]}
+            )
+            if status:
+                raise  # the response already started: the server drops the connection
+            await send_wrapper(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(INTERNAL_ERROR_BODY)).encode()),
+                    ],
+                }
+            )
+            await send_wrapper({"type": "http.response.body", "body": INTERNAL_ERROR_BODY})
         finally:
             log.info(
                 "request",
