@@ -162,7 +162,10 @@ export class Podium {
           board.snapshot(msg);
           onSnapshot?.(board.entries, msg);
         } else if (msg.type === "diff") {
-          if (board.diff(msg)) onDiff?.(board.entries, msg);
+          const result = board.diff(msg);
+          if (result === "applied") onDiff?.(board.entries, msg);
+          // A missed push: reconnect with `since`, and the server answers with a snapshot.
+          else if (result === "gap") live.reconnectNow();
         } else if (msg.type === "error") {
           onError?.(msg);
         }
@@ -213,21 +216,23 @@ export class BoardState {
     this.seq = msg.seq ?? null;
   }
 
-  /** Apply a diff; false when it is older than what we hold (a late duplicate). */
+  /**
+   * Apply a diff: "applied", "stale" (not newer than what we hold) or "gap" (it starts
+   * from a seq we never saw: the caller must resync from a snapshot).
+   */
   diff(msg) {
-    if (this.seq !== null && msg.seq !== undefined && msg.seq <= this.seq) return false;
+    if (this.seq !== null && msg.seq !== undefined && msg.seq <= this.seq) return "stale";
+    if (msg.prev_seq !== undefined && msg.prev_seq !== this.seq) return "gap";
     if (msg.entries ?? msg.top) {
       this.entries = normalise(msg.entries ?? msg.top);
     } else {
       const byId = new Map(this.entries.map((e) => [e.user_id, e]));
-      for (const id of msg.left ?? msg.removed ?? []) byId.delete(id);
-      for (const e of msg.upserts ?? msg.changed ?? []) {
-        if (typeof e === "object") byId.set(e.user_id, { ...byId.get(e.user_id), ...e });
-      }
+      for (const id of msg.left ?? []) byId.delete(id);
+      for (const e of msg.upserts ?? []) byId.set(e.user_id, { ...byId.get(e.user_id), ...e });
       this.entries = normalise([...byId.values()]);
     }
     this.seq = msg.seq ?? this.seq;
-    return true;
+    return "applied";
   }
 }
 
@@ -256,6 +261,7 @@ export class LiveSocket {
     this.attempt = 0;
     this.ws = null;
     this.timer = null;
+    this.renewTimer = null;
     this.closed = false;
     this.refreshNext = false;
     this._online = () => {
@@ -311,6 +317,7 @@ export class LiveSocket {
       opened = true;
       this.attempt = 0;
       this._setStatus("open");
+      this._scheduleRenewal(token);
     };
     ws.onmessage = (event) => {
       let msg;
@@ -324,6 +331,7 @@ export class LiveSocket {
     ws.onclose = (event) => {
       if (this.ws !== ws) return;
       this.ws = null;
+      clearTimeout(this.renewTimer);
       if (this.closed) return;
       if (FINAL_CLOSE_CODES.has(event.code)) {
         this.closed = true;
@@ -349,6 +357,32 @@ export class LiveSocket {
     this.timer = setTimeout(() => this._connect(), delay);
   }
 
+  /** Drop this connection and open a new one at once (resuming with `since`). */
+  reconnectNow() {
+    const ws = this.ws;
+    this.ws = null;
+    ws?.close(1000);
+    if (!this.closed) this._connectSoon(0);
+  }
+
+  // Before the socket's token expires, hand it a fresh one (`auth` message) so the
+  // server need not close it with 4001 and the board never has to resync.
+  _scheduleRenewal(token) {
+    clearTimeout(this.renewTimer);
+    if (!this.client._getToken || !token) return;
+    const wait = tokenExpiresAt(token) - Date.now() - 25000;
+    if (!Number.isFinite(wait)) return;
+    this.renewTimer = setTimeout(async () => {
+      try {
+        let fresh = await this.client.token();
+        if (fresh === token) fresh = await this.client.token({ refresh: true });
+        if (this.send({ type: "auth", token: fresh })) this._scheduleRenewal(fresh);
+      } catch {
+        // Left to the 4001 close: the reconnect path refreshes and resumes.
+      }
+    }, Math.max(0, wait));
+  }
+
   /** Send a JSON message if the socket is open; false otherwise. */
   send(message) {
     if (this.ws?.readyState !== WebSocket.OPEN) return false;
@@ -359,6 +393,7 @@ export class LiveSocket {
   close() {
     this.closed = true;
     clearTimeout(this.timer);
+    clearTimeout(this.renewTimer);
     this.timer = null;
     globalThis.removeEventListener?.("online", this._online);
     this.client._sockets.delete(this);
