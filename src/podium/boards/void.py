@@ -39,7 +39,8 @@ async def void_user(services: Services, scripts: Scripts, user_id: int) -> VoidO
         async with services.pool.acquire() as conn, conn.transaction():
             # The writer's per-user lock: no batch of this user interleaves with the void.
             await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended('podium:user:' || $1::text, 0))",
+                "SELECT pg_advisory_xact_lock("
+                "hashtextextended('podium:user:' || $1::bigint::text, 0))",
                 user_id,
             )
             found = await conn.fetchval(
