@@ -8,7 +8,7 @@ import msgspec
 
 from podium.boards.index import void_gen_key
 from podium.boards.keys import GLOBAL, board_id
-from podium.boards.scripts import ApplyEvent, BoardRow, Scripts
+from podium.boards.scripts import ApplyEvent, BoardRow, Scripts, expire_at
 from podium.boards.writer import is_unavailable
 from podium.errors import not_found, unavailable
 from podium.services import Services
@@ -62,7 +62,14 @@ async def void_user(services: Services, scripts: Scripts, user_id: int) -> VoidO
         raise
     boards = [board_id(r["game_id"], r["period"], r["period_start"]) for r in rows]
     removals = [
-        BoardRow(board, "", 0, 0, True if r["game_id"] == GLOBAL else r["descending"], 0)
+        BoardRow(
+            board,
+            "",
+            0,
+            0,
+            True if r["game_id"] == GLOBAL else r["descending"],
+            expire_at(r["period"], r["period_start"], services.settings.retention_days),
+        )
         for board, r in zip(boards, rows, strict=True)
     ]
     index = services.extras.get("index")

@@ -90,13 +90,13 @@ for e = 1, nevents do
         changed_seen[board] = {}
       end
       if old_member then redis.call('ZREM', zkey, old_member) end
+      if expireat ~= '0' then expire_of[board] = expireat end
       if member == '' then
         redis.call('HDEL', mkey, user)
       else
         redis.call('ZADD', zkey, zscore, member)
         redis.call('HSET', mkey, user, member .. '|' .. ARGV[pos - 3])
         if expireat ~= '0' then
-          expire_of[board] = expireat
           redis.call('EXPIREAT', zkey, expireat)
           redis.call('EXPIREAT', mkey, expireat)
         end
