@@ -4,6 +4,9 @@ WebSocket messages to and from clients. Decoders and encoders are built once her
 
 from __future__ import annotations
 
+from datetime import date, datetime
+from typing import Any
+
 import msgspec
 
 
@@ -27,3 +30,283 @@ class BoardChange(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 board_change_decoder = msgspec.json.Decoder(BoardChange)
 board_change_encoder = msgspec.json.Encoder()
+
+
+# --- WebSocket messages -------------------------------------------------------------
+# Every client and server message is a Struct tagged by its "type" field. Seed 001's
+# untagged request shapes ({channel|game, start, end} and {start, end, limit}) are
+# decoded by `decode_client` when a message has no "type".
+
+
+class Msg(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True):
+    """Base of every tagged WebSocket message."""
+
+
+# Client -> server
+
+
+class Auth(Msg, tag="auth"):
+    """A fresh access token for an open socket, sent before the current one expires."""
+
+    token: str
+
+
+class Ping(Msg, tag="ping"):
+    pass
+
+
+class Subscribe(Msg, tag="subscribe"):
+    game: str
+    period: str = "all"
+    offset: int = 0
+    limit: int = 10
+
+
+class Unsubscribe(Msg, tag="unsubscribe"):
+    game: str
+    period: str = "all"
+    offset: int = 0
+    limit: int = 10
+
+
+class SubmitScore(Msg, tag="score"):
+    """A score write, as `POST /api/v1/scores`: `score` or `action` (with optional
+    `ts`/`signature` for signed actions); `user_id` for service credentials."""
+
+    game: str
+    event_id: str
+    score: int | None = None
+    action: str | None = None
+    user_id: int | None = None
+    ts: int | None = None
+    signature: str | None = None
+
+
+class ReportRequest(Msg, tag="report"):
+    start: date
+    end: date
+    limit: int = 10
+    game: str | None = None
+
+
+ClientMessage = Auth | Ping | Subscribe | Unsubscribe | SubmitScore | ReportRequest
+
+
+class SeedPageRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Seed 001's `/scores` request: inclusive indices into a board."""
+
+    start: int
+    end: int
+    channel: str | None = None
+    game: str | None = None
+
+
+class SeedReportRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Seed 001's `/reports` request: ISO dates or datetimes."""
+
+    start: str
+    end: str
+    limit: int = 10
+
+
+# Server -> client
+
+
+class Row(msgspec.Struct, kw_only=True):
+    rank: int
+    user_id: int
+    username: str
+    score: int
+
+
+class PageRow(msgspec.Struct, kw_only=True):
+    rank: int
+    user_id: int
+    username: str
+    score: int
+    achieved_at: datetime | None
+
+
+class Snapshot(Msg, tag="snapshot"):
+    """The whole top of a board at `seq`; replaces whatever the client held."""
+
+    board: str
+    game: str
+    period: str
+    period_start: date
+    seq: int
+    entries: list[Row]
+
+
+class Diff(Msg, tag="diff"):
+    """The net change from `prev_seq` to `seq`; apply it only when holding `prev_seq`.
+
+    `upserts` are the entries that are new or whose rank or score changed; `left`
+    are the user ids no longer in the top. Merge by user id, drop `left`, sort by rank.
+    """
+
+    board: str
+    seq: int
+    prev_seq: int
+    upserts: list[Row]
+    left: list[int]
+
+
+class Synced(Msg, tag="synced"):
+    """Answer to `?since=` when the client missed nothing."""
+
+    board: str
+    seq: int
+
+
+class Subscribed(Msg, tag="subscribed"):
+    sub: str
+    game: str
+    period: str
+    offset: int
+    limit: int
+
+
+class Unsubscribed(Msg, tag="unsubscribed"):
+    sub: str
+
+
+class PageMsg(Msg, tag="page"):
+    """A live page of a board; each one replaces the last for its `sub`."""
+
+    sub: str
+    board: str
+    game: str
+    period: str
+    period_start: date
+    seq: int
+    offset: int
+    limit: int
+    total: int
+    entries: list[PageRow]
+
+
+class RankMsg(Msg, tag="rank"):
+    game: str
+    period: str
+    rank: int | None
+    score: int | None
+    total: int
+
+
+class Ack(Msg, tag="ack"):
+    event_id: str
+    score: int
+    delta: int
+    rank: int | None
+    duplicate: bool
+
+
+class ReportMsg(Msg, tag="report"):
+    """The top players of [start, end) (UTC dates, end exclusive), as over HTTP."""
+
+    start: date
+    end: date
+    limit: int
+    game: str | None
+    result: list[Any]
+    total_count: int
+
+
+class Error(Msg, tag="error", omit_defaults=True):
+    code: str
+    message: str
+    event_id: str | None = None
+    details: Any = None
+
+
+class Pong(Msg, tag="pong"):
+    pass
+
+
+class Authed(Msg, tag="authed"):
+    exp: int
+
+
+ServerMessage = (
+    Snapshot
+    | Diff
+    | Synced
+    | Subscribed
+    | Unsubscribed
+    | PageMsg
+    | RankMsg
+    | Ack
+    | ReportMsg
+    | Error
+    | Pong
+    | Authed
+)
+
+
+class SeedRow(msgspec.Struct, kw_only=True):
+    rank: int
+    user_id: int
+    player: str
+    score: int
+    date: date
+
+
+class SeedPage(msgspec.Struct, kw_only=True):
+    """Seed 001's answer shape for `/scores`."""
+
+    result: list[SeedRow]
+    total_count: int
+
+
+class SeedReportRow(msgspec.Struct, kw_only=True):
+    name: str
+    score: int
+    games: int
+    game: str
+    date: date
+
+
+class SeedReport(msgspec.Struct, kw_only=True):
+    """Seed 001's answer shape for `/reports`."""
+
+    result: list[SeedReportRow]
+
+
+client_decoder = msgspec.json.Decoder(ClientMessage)
+encoder = msgspec.json.Encoder()
+_MISSING_TAG = "Object missing required field `type`"
+
+
+class BadMessage(Exception):
+    """A client message that cannot be used; `code` and text are safe to send back."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def decode_client(
+    data: bytes | str, seed: type[SeedPageRequest] | type[SeedReportRequest] | None = None
+) -> ClientMessage | SeedPageRequest | SeedReportRequest:
+    """Decode one client frame; untagged objects are tried as the endpoint's seed shape."""
+    try:
+        return client_decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        if seed is None or not text.startswith(_MISSING_TAG):
+            if text.startswith("Invalid value") and "$.type" in text:
+                raise BadMessage("unknown_type", "unknown message type") from None
+            raise BadMessage("invalid", text) from None
+    except msgspec.DecodeError:
+        raise BadMessage("bad_json", "message is not valid JSON") from None
+    try:
+        return msgspec.json.decode(data, type=seed)
+    except msgspec.ValidationError as exc:
+        raise BadMessage("invalid", str(exc)) from None
+
+
+def encode_text(message: msgspec.Struct) -> str:
+    """Encode once for every socket that gets this message (WebSocket text frame)."""
+    return encoder.encode(message).decode()

@@ -1,0 +1,437 @@
+"""The WebSocket endpoints under /ws/v1: handshake checks, then one handler per channel.
+
+Every endpoint authenticates before `accept`: a missing or bad token, or a foreign
+Origin, refuses the handshake (HTTP 403); bad query parameters answer the handshake
+with the usual JSON error body (400/404/422). See docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import date, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+from starlette.routing import WebSocketRoute
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
+
+from podium.api.responses import error_response
+from podium.auth.guards import authenticate_token, bearer_token
+from podium.auth.tokens import Principal, TokenError
+from podium.errors import (
+    WS_INTERNAL,
+    WS_TOO_MANY_SOCKETS,
+    ApiError,
+    bad_request,
+    forbidden,
+    invalid,
+)
+from podium.protocol import (
+    Ack,
+    Error,
+    ReportMsg,
+    ReportRequest,
+    SeedPageRequest,
+    SeedReport,
+    SeedReportRequest,
+    SeedReportRow,
+    SubmitScore,
+    Subscribe,
+    Subscribed,
+    Unsubscribe,
+    Unsubscribed,
+)
+from podium.realtime.hub import Feed, Hub, PageKey
+from podium.realtime.session import Session, error_of
+
+log = logging.getLogger("podium.ws")
+MAX_PAGE = 200
+
+
+# -- handshake ---------------------------------------------------------------------------
+
+
+def origin_allowed(ws: WebSocket, allowed: tuple[str, ...]) -> bool:
+    """Browsers send Origin: accept our own host and the CORS allow-list, nothing else."""
+    origin = ws.headers.get("origin")
+    if origin is None:
+        return True  # not a browser (wscat, game servers): the token is the guard
+    if origin in allowed or "*" in allowed:
+        return True
+    host = ws.headers.get("host", "")
+    return bool(host) and urlsplit(origin).netloc.lower() == host.lower()
+
+
+def offered_bearer_subprotocol(ws: WebSocket) -> bool:
+    if ws.headers.get("authorization"):
+        return False
+    offered = [p.strip().lower() for p in ws.headers.get("sec-websocket-protocol", "").split(",")]
+    return len(offered) >= 2 and offered[0] == "bearer"
+
+
+async def refuse(ws: WebSocket, exc: ApiError | None = None) -> None:
+    """Answer the handshake with an HTTP error instead of a socket."""
+    if exc is not None and "websocket.http.response" in ws.scope.get("extensions", {}):
+        await ws.send_denial_response(error_response(exc))
+        return
+    # Closing before accept is how ASGI refuses a handshake: the client sees HTTP 403.
+    await ws.close(code=1008)
+
+
+def query_int(ws: WebSocket, name: str) -> int | None:
+    raw = ws.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise invalid(f"{name} must be an integer", {name: "an integer"}) from None
+
+
+def required(ws: WebSocket, name: str) -> str:
+    value = ws.query_params.get(name)
+    if not value:
+        raise bad_request(f"query parameter {name} is required", {name: "required"})
+    return value
+
+
+# -- per-channel handlers ---------------------------------------------------------------
+
+
+class Channel:
+    """What one endpoint does with an open socket. Subclasses override the hooks."""
+
+    seed: type[SeedPageRequest] | type[SeedReportRequest] | None = None
+
+    def __init__(self, hub: Hub, ws: WebSocket, principal: Principal) -> None:
+        self.hub = hub
+        self.services = hub.services
+        self.ws = ws
+        self.principal = principal
+
+    async def prepare(self) -> None:
+        """Validate the query and take what the socket needs; raise ApiError to refuse."""
+
+    async def opened(self, session: Session) -> None:
+        """Right after accept: the first messages."""
+
+    async def handle(self, request: Any) -> None:
+        raise bad_request(f"{type(request).__name__.lower()} is not used on this endpoint")
+
+    async def release(self, session: Session) -> None:
+        """Teardown: give back whatever prepare and handle took."""
+
+
+class Scoreboard(Channel):
+    async def prepare(self) -> None:
+        self.since = query_int(self.ws, "since")
+        game = required(self.ws, "game")
+        self.feed = await self.hub.acquire(game, self.ws.query_params.get("period", "all"))
+
+    async def opened(self, session: Session) -> None:
+        self.hub.watch_top(self.feed, session, self.since)
+
+    async def release(self, session: Session) -> None:
+        self.hub.unwatch_top(self.feed, session)
+        await self.hub.release(self.feed)
+
+
+class Scores(Channel):
+    seed = SeedPageRequest
+
+    def __init__(self, hub: Hub, ws: WebSocket, principal: Principal) -> None:
+        super().__init__(hub, ws, principal)
+        # (game, period, offset, limit, shape) -> feed
+        self.subs: dict[tuple[str, str, int, int, str], Feed] = {}
+        self.seed_sub: tuple[str, str, int, int, str] | None = None
+        self.session: Session | None = None
+
+    async def prepare(self) -> None:
+        game = self.ws.query_params.get("game")
+        self.initial: Subscribe | None = None
+        if game:
+            offset = query_int(self.ws, "offset")
+            limit = query_int(self.ws, "limit")
+            self.initial = Subscribe(
+                game=game,
+                period=self.ws.query_params.get("period", "all"),
+                offset=0 if offset is None else offset,
+                limit=10 if limit is None else limit,
+            )
+            _check_page(self.initial.offset, self.initial.limit)
+
+    async def opened(self, session: Session) -> None:
+        self.session = session
+        if self.initial is not None:
+            await self.handle(self.initial)
+
+    async def handle(self, request: Any) -> None:
+        assert self.session is not None
+        match request:
+            case Subscribe(game=game, period=period, offset=offset, limit=limit):
+                await self._subscribe(game, period, offset, limit, "typed")
+            case Unsubscribe(game=game, period=period, offset=offset, limit=limit):
+                key = (game, period, offset, limit, "typed")
+                feed = self.subs.pop(key, None)
+                if feed is None:
+                    raise ApiError(404, "not_subscribed", "no such subscription")
+                self.hub.unwatch_page(feed, self.session, (offset, limit), "typed")
+                await self.hub.release(feed)
+                self.session.reply(Unsubscribed(sub=f"{game}:{period}:{offset}:{limit}"))
+            case SeedPageRequest(start=start, end=end, channel=channel, game=game):
+                name = game or channel
+                if not name:
+                    raise invalid("give channel or game", {"channel": "a game id, or all"})
+                if start < 0 or end < start:
+                    raise invalid("need 0 <= start <= end", {"end": "inclusive index"})
+                # Seed 001 pages through one view: a new request replaces the last one.
+                if self.seed_sub is not None:
+                    await self._unsubscribe(self.seed_sub)
+                    self.seed_sub = None
+                board = "global" if name == "all" else name
+                self.seed_sub = await self._subscribe(
+                    board, "all", start, min(end - start + 1, MAX_PAGE), "seed"
+                )
+            case _:
+                await super().handle(request)
+
+    async def _subscribe(
+        self, game: str, period: str, offset: int, limit: int, shape: str
+    ) -> tuple[str, str, int, int, str]:
+        assert self.session is not None
+        _check_page(offset, limit)
+        key = (game, period, offset, limit, shape)
+        page: PageKey = (offset, limit)
+        feed = self.subs.get(key)
+        if feed is None:
+            if len(self.subs) >= self.hub.limits.max_subscriptions:
+                raise ApiError(
+                    429,
+                    "too_many_subscriptions",
+                    f"at most {self.hub.limits.max_subscriptions} subscriptions per socket",
+                )
+            feed = await self.hub.acquire(game, period)
+            self.subs[key] = feed
+        sub = self.hub.watch_page(feed, self.session, page, shape)
+        if shape == "typed":
+            self.session.reply(
+                Subscribed(sub=sub, game=game, period=feed.period, offset=offset, limit=limit)
+            )
+        await self.hub.send_page(feed, self.session, page, shape)
+        return key
+
+    async def _unsubscribe(self, key: tuple[str, str, int, int, str]) -> None:
+        feed = self.subs.pop(key, None)
+        if feed is not None and self.session is not None:
+            self.hub.unwatch_page(feed, self.session, (key[2], key[3]), key[4])
+            await self.hub.release(feed)
+
+    async def release(self, session: Session) -> None:
+        for key in list(self.subs):
+            await self._unsubscribe(key)
+
+
+def _check_page(offset: int, limit: int) -> None:
+    if offset < 0 or not 1 <= limit <= MAX_PAGE:
+        raise invalid("page out of range", {"offset": ">= 0", "limit": f"1..{MAX_PAGE}"})
+
+
+class MyScore(Channel):
+    async def prepare(self) -> None:
+        if self.principal.user_id is None:
+            raise forbidden("my-score needs a user token")
+        game = required(self.ws, "game")
+        self.feed = await self.hub.acquire(game, self.ws.query_params.get("period", "all"))
+
+    async def opened(self, session: Session) -> None:
+        assert self.principal.user_id is not None
+        await self.hub.watch_rank(self.feed, session, self.principal.user_id)
+
+    async def release(self, session: Session) -> None:
+        assert self.principal.user_id is not None
+        self.hub.unwatch_rank(self.feed, session, self.principal.user_id)
+        await self.hub.release(self.feed)
+
+
+class AddScore(Channel):
+    def __init__(self, hub: Hub, ws: WebSocket, principal: Principal) -> None:
+        super().__init__(hub, ws, principal)
+        self.inflight = asyncio.Semaphore(hub.limits.max_inflight_writes)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.session: Session
+
+    async def handle(self, request: Any) -> None:
+        if not isinstance(request, SubmitScore):
+            await super().handle(request)
+            return
+        # Several writes in flight per socket: acks come back as each one commits,
+        # matched by event_id. The semaphore stops reading when too many are pending.
+        await self.inflight.acquire()
+        task = asyncio.create_task(self._write(request))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _write(self, request: SubmitScore) -> None:
+        from podium.boards.scores import ScoreIn, submit_score
+
+        session = self.session
+        try:
+            body = msgspec.convert(msgspec.structs.asdict(request), ScoreIn, from_attributes=False)
+            client = self.ws.client.host if self.ws.client else "unknown"
+            out = await submit_score(self.services, session.principal, body, client)
+            session.reply(
+                Ack(
+                    event_id=request.event_id,
+                    score=out.score,
+                    delta=out.delta,
+                    rank=out.rank,
+                    duplicate=out.duplicate,
+                )
+            )
+        except ApiError as exc:
+            session.reply(error_of(exc, request.event_id))
+        except Exception:
+            log.exception("websocket score write failed")
+            session.reply(
+                Error(code="internal", message="internal server error", event_id=request.event_id)
+            )
+        finally:
+            self.inflight.release()
+
+    async def opened(self, session: Session) -> None:
+        self.session = session
+
+
+class Reports(Channel):
+    seed = SeedReportRequest
+
+    def __init__(self, hub: Hub, ws: WebSocket, principal: Principal) -> None:
+        super().__init__(hub, ws, principal)
+        self.session: Session | None = None
+
+    async def opened(self, session: Session) -> None:
+        self.session = session
+
+    async def handle(self, request: Any) -> None:
+        from podium.boards.reports import top_report
+
+        assert self.session is not None
+        match request:
+            case ReportRequest(start=start, end=end, limit=limit, game=game):
+                report = await top_report(self.services, start, end, limit, game)
+                self.session.reply(
+                    ReportMsg(
+                        start=report.start,
+                        end=report.end,
+                        limit=report.limit,
+                        game=report.game,
+                        result=report.result,
+                        total_count=report.total_count,
+                    )
+                )
+            case SeedReportRequest(start=start, end=end, limit=limit):
+                # Seed 001's end is a day of the range (inclusive); ours is exclusive.
+                first = _seed_date("start", start)
+                last = _seed_date("end", end)
+                report = await top_report(self.services, first, last + timedelta(days=1), limit)
+                self.session.reply(
+                    SeedReport(
+                        result=[
+                            SeedReportRow(
+                                name=row.username,
+                                score=row.score,
+                                games=row.games,
+                                game=report.game or "all",
+                                date=row.last_played_at.date(),
+                            )
+                            for row in report.result
+                        ]
+                    )
+                )
+            case _:
+                await super().handle(request)
+
+
+def _seed_date(name: str, raw: str) -> date:
+    try:
+        if len(raw) > 10:
+            return datetime.fromisoformat(raw.replace("Z", "+00:00")).date()
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise invalid(f"{name} must be an ISO date", {name: "YYYY-MM-DD"}) from None
+
+
+# -- the ASGI endpoint ---------------------------------------------------------------------
+
+
+class Endpoint:
+    """One WebSocket route: authenticate, prepare the channel, accept, run the session."""
+
+    def __init__(self, channel: type[Channel]) -> None:
+        self.channel = channel
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ws = WebSocket(scope, receive, send)
+        services = scope["app"].state.podium
+        hub: Hub | None = services.extras.get("realtime")
+        if hub is None or not origin_allowed(ws, services.settings.cors_origins):
+            await refuse(ws)
+            return
+        token = bearer_token(ws)
+        if token is None:
+            await refuse(ws)
+            return
+        try:
+            principal = await authenticate_token(services, token)
+        except TokenError:
+            await refuse(ws)
+            return
+        except Exception:
+            log.exception("websocket authentication failed")
+            await refuse(ws)
+            return
+        channel = self.channel(hub, ws, principal)
+        try:
+            await channel.prepare()
+        except ApiError as exc:
+            await refuse(ws, exc)
+            return
+        session = Session(services, principal, receive, send, hub.limits, hub.unregister)
+        try:
+            subprotocol = "bearer" if offered_bearer_subprotocol(ws) else None
+            await ws.accept(subprotocol=subprotocol)
+            uid = principal.user_id
+            if uid is not None and hub.sockets_of(uid) >= hub.limits.max_sockets_per_user:
+                await session.close(WS_TOO_MANY_SOCKETS)
+                return
+            hub.register(session)
+            session.start()
+            try:
+                await channel.opened(session)
+            except ApiError as exc:
+                session.reply(error_of(exc))
+            await session.run(channel.handle, channel.seed)
+        except OSError:
+            pass  # the client vanished mid-handshake
+        except Exception:
+            log.exception("websocket session failed")
+            await session.close(WS_INTERNAL)
+        finally:
+            try:
+                await channel.release(session)
+            finally:
+                await session.teardown()
+
+
+routes = [
+    WebSocketRoute("/ws/v1/scoreboard", Endpoint(Scoreboard)),
+    WebSocketRoute("/ws/v1/scores", Endpoint(Scores)),
+    WebSocketRoute("/ws/v1/my-score", Endpoint(MyScore)),
+    WebSocketRoute("/ws/v1/add-score", Endpoint(AddScore)),
+    WebSocketRoute("/ws/v1/reports", Endpoint(Reports)),
+]
+
+__all__ = ["Endpoint", "Error", "routes"]

@@ -1,0 +1,482 @@
+"""Local fan-out: this process's sockets, grouped by the board they watch.
+
+The hub receives board changes from the broker (cross-instance fan-out), folds them
+into each watched board's top window, and on every tick pushes at most one message
+per board: the net diff, encoded once, the same text to every socket. Pages beyond
+the top window and my-score ranks are re-read on the tick when their board changed:
+one read per distinct page and one pipelined batch of ranks per board.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, date, datetime
+from typing import Any
+
+from podium.boards.keys import BoardKeys, board_id
+from podium.boards.periods import PERIODS, Period, period_start
+from podium.errors import WS_GOING_AWAY, WS_REVOKED, invalid
+from podium.protocol import (
+    PageMsg,
+    PageRow,
+    RankMsg,
+    Row,
+    SeedPage,
+    SeedRow,
+    board_change_decoder,
+    encode_text,
+)
+from podium.realtime.broker import RESYNC, Broker
+from podium.realtime.coalesce import TopWindow
+from podium.realtime.session import Limits, Session
+
+log = logging.getLogger("podium.hub")
+
+TOP_N = 10
+PageKey = tuple[int, int]  # (offset, limit)
+
+
+class PageWatch:
+    """Sockets watching one page of one board, and the last page sent to them."""
+
+    def __init__(self, sub: str) -> None:
+        self.sub = sub
+        # session -> shapes it wants ("typed" and/or "seed")
+        self.watchers: dict[Session, set[str]] = {}
+        self.last: tuple[Any, ...] | None = None
+        self.texts: dict[str, str] = {}
+
+
+class Feed:
+    """One board watched by this process."""
+
+    def __init__(self, game: str, period: Period, start: date) -> None:
+        self.board = board_id(game, period, start)
+        self.game = game
+        self.period = period
+        self.start = start
+        self.top = TopWindow(self.board, game, period, start)
+        self.watchers: set[Session] = set()
+        self.pages: dict[PageKey, PageWatch] = {}
+        self.mine: dict[int, set[Session]] = {}
+        self.last_rank: dict[int, tuple[int | None, int | None, int]] = {}
+        self.refs = 0
+        self.loaded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.dirty = False
+        self.refresh_due = False
+        self.reload_due = False
+
+    @property
+    def key(self) -> str:
+        return self.board
+
+
+def parse_period(period: str) -> Period:
+    if period not in PERIODS:
+        raise invalid("unknown period", {"period": f"one of {', '.join(PERIODS)}"})
+    return period  # type: ignore[return-value]
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
+
+
+class Hub:
+    """This process's sockets and the boards they watch."""
+
+    def __init__(self, services: Any, broker: Broker, limits: Limits | None = None) -> None:
+        self.services = services
+        self.broker = broker
+        self.limits = limits or Limits()
+        self.keys = BoardKeys(services.settings.redis_prefix)
+        self.tick_s = max(services.settings.tick_ms, 1) / 1000
+        self.feeds: dict[str, Feed] = {}
+        self.sessions: set[Session] = set()
+        self.by_user: dict[int, set[Session]] = {}
+        self.by_family: dict[str, set[Session]] = {}
+        self._resync_all = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._refresh: asyncio.Task[None] | None = None
+        self.ticks = 0
+        self.pushes = 0
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.broker.subscribe(self.services.keys.revocations)
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="podium-hub-listen"),
+            asyncio.create_task(self._ticker(), name="podium-hub-tick"),
+        ]
+
+    async def stop(self) -> None:
+        """Close every socket with 1001 (clients reconnect elsewhere), then stop."""
+        sessions = list(self.sessions)
+        if sessions:
+            await asyncio.wait(
+                [asyncio.create_task(s.close(WS_GOING_AWAY)) for s in sessions], timeout=5
+            )
+        for task in [*self._tasks, self._refresh]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        await self.broker.close()
+
+    # -- sessions --------------------------------------------------------------------
+
+    def sockets_of(self, user_id: int) -> int:
+        return len(self.by_user.get(user_id, ()))
+
+    def register(self, session: Session) -> None:
+        self.sessions.add(session)
+        p = session.principal
+        if p.user_id is not None:
+            self.by_user.setdefault(p.user_id, set()).add(session)
+        if p.family:
+            self.by_family.setdefault(p.family, set()).add(session)
+
+    def unregister(self, session: Session) -> None:
+        self.sessions.discard(session)
+        p = session.principal
+        if p.user_id is not None:
+            _discard(self.by_user, p.user_id, session)
+        if p.family:
+            _discard(self.by_family, p.family, session)
+
+    def rebind(self, session: Session, old: Any) -> None:
+        """The session re-authenticated: it now belongs to the new token's family."""
+        if old.family:
+            _discard(self.by_family, old.family, session)
+        if session.principal.family:
+            self.by_family.setdefault(session.principal.family, set()).add(session)
+
+    def revoke(self, family: str) -> None:
+        for session in list(self.by_family.get(family, ())):
+            session.close_soon(WS_REVOKED)
+
+    # -- watching boards ---------------------------------------------------------------
+
+    async def acquire(self, game: str, period: str) -> Feed:
+        """The feed of a board's current period, loaded; release it when done."""
+        p = parse_period(period)
+        start = period_start(p, _today())
+        board = board_id(game, p, start)
+        feed = self.feeds.get(board)
+        if feed is None:
+            feed = Feed(game, p, start)
+            self.feeds[board] = feed
+            feed.refs = 1
+            try:
+                await self._load(feed)
+            except BaseException as exc:
+                if isinstance(exc, Exception):
+                    feed.loaded.set_exception(exc)
+                    feed.loaded.exception()  # mark retrieved: later waiters re-raise it
+                else:
+                    feed.loaded.cancel()
+                await self._drop(feed)
+                raise
+            feed.loaded.set_result(None)
+            return feed
+        feed.refs += 1
+        try:
+            await asyncio.shield(feed.loaded)
+        except BaseException:
+            feed.refs -= 1
+            raise
+        return feed
+
+    async def release(self, feed: Feed) -> None:
+        feed.refs -= 1
+        if feed.refs <= 0:
+            await self._drop(feed)
+
+    async def _drop(self, feed: Feed) -> None:
+        if self.feeds.get(feed.board) is feed:
+            del self.feeds[feed.board]
+            await self.broker.unsubscribe(self.keys.channel(feed.board))
+
+    async def _read_top(self, feed: Feed) -> tuple[int, list[Row]]:
+        from podium.boards.ranks import top_page
+
+        # Seq first, then the rows: a change in between is folded on top of this read
+        # (every change carries the whole top), so the window converges either way.
+        raw = await self.services.redis.get(self.keys.seq(feed.board))
+        page = await top_page(self.services, feed.game, feed.period, at=feed.start, limit=TOP_N)
+        rows = [
+            Row(rank=e.rank, user_id=e.user_id, username=e.username, score=e.score)
+            for e in page.entries
+        ]
+        return int(raw or 0), rows
+
+    async def _load(self, feed: Feed) -> None:
+        # Subscribe before reading, so no change between the read and the
+        # subscription is lost.
+        await self.broker.subscribe(self.keys.channel(feed.board))
+        seq, rows = await self._read_top(feed)
+        top = feed.top
+        if top.seq > seq:
+            # A change arrived while we read: keep it, push it as a diff next tick.
+            current, newest = top.current, top.seq
+            top.reset(seq, rows)
+            top.current, top.seq = current, newest
+            feed.dirty = True
+        else:
+            top.reset(seq, rows)
+
+    def watch_top(self, feed: Feed, session: Session, since: int | None) -> None:
+        feed.watchers.add(session)
+        top = feed.top
+        if since is not None and since == top.pushed_seq:
+            from podium.protocol import Synced
+
+            session.reply(Synced(board=feed.board, seq=top.pushed_seq))
+        else:
+            session.resync(feed.key, top.snapshot_text())
+
+    def unwatch_top(self, feed: Feed, session: Session) -> None:
+        feed.watchers.discard(session)
+
+    def watch_page(self, feed: Feed, session: Session, key: PageKey, shape: str) -> str:
+        watch = feed.pages.get(key)
+        if watch is None:
+            watch = feed.pages[key] = PageWatch(f"{feed.game}:{feed.period}:{key[0]}:{key[1]}")
+        watch.watchers.setdefault(session, set()).add(shape)
+        return watch.sub
+
+    def unwatch_page(self, feed: Feed, session: Session, key: PageKey, shape: str) -> None:
+        watch = feed.pages.get(key)
+        if watch is None:
+            return
+        shapes = watch.watchers.get(session)
+        if shapes is not None:
+            shapes.discard(shape)
+            if not shapes:
+                del watch.watchers[session]
+        if not watch.watchers:
+            del feed.pages[key]
+
+    async def send_page(self, feed: Feed, session: Session, key: PageKey, shape: str) -> None:
+        """The page now, to one socket that just subscribed."""
+        from podium.boards.ranks import top_page
+
+        page = await top_page(
+            self.services, feed.game, feed.period, at=feed.start, offset=key[0], limit=key[1]
+        )
+        watch = feed.pages.get(key)
+        sub = watch.sub if watch else f"{feed.game}:{feed.period}:{key[0]}:{key[1]}"
+        session.reply(_page_text(feed, sub, key, page, shape))
+
+    async def watch_rank(self, feed: Feed, session: Session, user_id: int) -> None:
+        from podium.boards.ranks import ranks_of
+
+        feed.mine.setdefault(user_id, set()).add(session)
+        found = await ranks_of(self.services, feed.board, [user_id])
+        state = found.get(user_id, (None, None, 0))
+        feed.last_rank[user_id] = state
+        session.reply(_rank_text(feed, state))
+
+    def unwatch_rank(self, feed: Feed, session: Session, user_id: int) -> None:
+        sessions = feed.mine.get(user_id)
+        if sessions is not None:
+            sessions.discard(session)
+            if not sessions:
+                del feed.mine[user_id]
+                feed.last_rank.pop(user_id, None)
+
+    # -- the listener: one per process ---------------------------------------------------
+
+    async def _listen(self) -> None:
+        revocations = self.services.keys.revocations
+        async for event in self.broker.listen():
+            try:
+                if event is RESYNC:
+                    self._resync_all = True
+                    continue
+                channel, data = event  # type: ignore[misc]
+                if channel == revocations:
+                    self.revoke(data.decode(errors="replace"))
+                    continue
+                feed = self.feeds.get(self.keys.board_of_channel(channel))
+                if feed is None:
+                    continue
+                change = board_change_decoder.decode(data)
+                if change.resync:
+                    feed.reload_due = True
+                elif feed.top.fold(change):
+                    feed.dirty = True
+            except Exception:
+                log.exception("bad pub/sub message")
+
+    # -- the tick: at most one push per board ------------------------------------------
+
+    async def _ticker(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time()
+        while True:
+            deadline += self.tick_s
+            delay = deadline - loop.time()
+            if delay < 0:
+                deadline = loop.time()  # behind: don't burst to catch up
+                delay = 0
+            await asyncio.sleep(delay)
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("tick failed")
+
+    async def tick(self) -> None:
+        self.ticks += 1
+        if self._resync_all:
+            self._resync_all = False
+            for feed in self.feeds.values():
+                feed.reload_due = True
+        for feed in [f for f in self.feeds.values() if f.reload_due and f.loaded.done()]:
+            await self._reload(feed)
+        dirty = [f for f in self.feeds.values() if f.dirty and f.loaded.done()]
+        if dirty:
+            await self._push_tops(dirty)
+        if self._refresh is None or self._refresh.done():
+            due = [f for f in self.feeds.values() if f.refresh_due]
+            if due:
+                for feed in due:
+                    feed.refresh_due = False
+                self._refresh = asyncio.create_task(self._refresh_reads(due))
+
+    async def _reload(self, feed: Feed) -> None:
+        try:
+            seq, rows = await self._read_top(feed)
+        except Exception as exc:
+            log.warning("board resync failed", extra={"board": feed.board, "error": repr(exc)})
+            return  # reload_due stays set: try again next tick
+        feed.reload_due = False
+        feed.dirty = False
+        feed.top.reset(seq, rows)
+        text = feed.top.snapshot_text()
+        for session in feed.watchers:
+            session.resync(feed.key, text)
+        feed.refresh_due = bool(feed.pages or feed.mine)
+
+    async def _push_tops(self, feeds: list[Feed]) -> None:
+        from podium.boards.names import usernames
+
+        unnamed: set[int] = set()
+        for feed in feeds:
+            unnamed |= feed.top.unnamed()
+        names = await usernames(self.services, unnamed) if unnamed else {}
+        for feed in feeds:
+            feed.dirty = False
+            if feed.pages or feed.mine:
+                feed.refresh_due = True
+            diff = feed.top.take_diff(names)
+            if diff is None or not feed.watchers:
+                continue
+            text = encode_text(diff)  # once, for every socket on this board
+            snapshot = feed.top.snapshot_text
+            for session in feed.watchers:
+                session.push(feed.key, text, snapshot)
+            self.pushes += 1
+
+    async def _refresh_reads(self, feeds: list[Feed]) -> None:
+        jobs = []
+        for feed in feeds:
+            for key, watch in list(feed.pages.items()):
+                jobs.append(self._refresh_page(feed, key, watch))
+            if feed.mine:
+                jobs.append(self._refresh_ranks(feed))
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):
+                log.warning("live refresh failed", extra={"error": repr(result)})
+
+    async def _refresh_page(self, feed: Feed, key: PageKey, watch: PageWatch) -> None:
+        from podium.boards.ranks import top_page
+
+        page = await top_page(
+            self.services, feed.game, feed.period, at=feed.start, offset=key[0], limit=key[1]
+        )
+        state = (page.total, tuple((e.user_id, e.score) for e in page.entries))
+        if state == watch.last:
+            return
+        watch.last = state
+        texts: dict[str, str] = {}
+        for session, shapes in list(watch.watchers.items()):
+            for shape in shapes:
+                text = texts.get(shape)
+                if text is None:
+                    text = texts[shape] = _page_text(feed, watch.sub, key, page, shape)
+                session.push(f"page:{watch.sub}:{shape}", text)
+
+    async def _refresh_ranks(self, feed: Feed) -> None:
+        from podium.boards.ranks import ranks_of
+
+        user_ids = list(feed.mine)
+        found = await ranks_of(self.services, feed.board, user_ids)
+        for uid in user_ids:
+            state = found.get(uid)
+            if state is None or feed.last_rank.get(uid) == state:
+                continue
+            feed.last_rank[uid] = state
+            text = _rank_text(feed, state)
+            for session in list(feed.mine.get(uid, ())):
+                session.push(f"rank:{feed.board}", text)
+
+
+def _discard(index: dict[Any, set[Session]], key: Any, session: Session) -> None:
+    sessions = index.get(key)
+    if sessions is not None:
+        sessions.discard(session)
+        if not sessions:
+            del index[key]
+
+
+def _page_text(feed: Feed, sub: str, key: PageKey, page: Any, shape: str) -> str:
+    if shape == "seed":
+        return encode_text(
+            SeedPage(
+                result=[
+                    SeedRow(
+                        rank=e.rank,
+                        user_id=e.user_id,
+                        player=e.username,
+                        score=e.score,
+                        date=(e.achieved_at or datetime.now(UTC)).date(),
+                    )
+                    for e in page.entries
+                ],
+                total_count=page.total,
+            )
+        )
+    return encode_text(
+        PageMsg(
+            sub=sub,
+            board=feed.board,
+            game=feed.game,
+            period=feed.period,
+            period_start=feed.start,
+            seq=feed.top.seq,
+            offset=key[0],
+            limit=key[1],
+            total=page.total,
+            entries=[
+                PageRow(
+                    rank=e.rank,
+                    user_id=e.user_id,
+                    username=e.username,
+                    score=e.score,
+                    achieved_at=e.achieved_at,
+                )
+                for e in page.entries
+            ],
+        )
+    )
+
+
+def _rank_text(feed: Feed, state: tuple[int | None, int | None, int]) -> str:
+    rank, score, total = state
+    return encode_text(
+        RankMsg(game=feed.game, period=feed.period, rank=rank, score=score, total=total)
+    )
