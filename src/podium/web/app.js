@@ -452,11 +452,11 @@ function showAck(ack) {
   setResult(parts.join(" · ") + (ack.duplicate ? " (already counted)" : ""), "ok");
   // The ack is the all-time board: show it at once there; other periods follow my-score.
   if (state.period === "all" && ack.game === state.game) {
-    renderMe({ rank: ack.rank, score: ack.score, total: ack.total ?? undefinedTotal() });
+    renderMe({ rank: ack.rank, score: ack.score, total: ack.total ?? shownTotal() });
   }
 }
 
-function undefinedTotal() {
+function shownTotal() {
   const text = $("me-total").textContent.replace(/\D/g, "");
   return text ? Number(text) : null;
 }
