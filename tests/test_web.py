@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import TEST_PASSWORD, Account, RunningApp, register_and_login
+from tests.conftest import TEST_PASSWORD, Account, RunningApp, register_and_login, running_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT_COPY = Path("/tmp/podium-screenshot.png")
@@ -354,3 +354,47 @@ async def test_phone_width_and_my_rank_outside_the_top_10(
     await wait_order(tab, [a.id for a in others[:10]], timeout=5000)
     await settled(tab.page)
     await tab.page.screenshot(path=str(tmp_path / "podium-phone.png"), full_page=True)
+
+
+async def test_reconnects_and_resyncs_after_the_server_restarts(
+    server: RunningApp, client: httpx.AsyncClient, admin: Account, tabs: Any
+) -> None:
+    await create_game(client, admin, "relay", policy="client")
+    leader, me, late = [await register_and_login(client) for _ in range(3)]
+    await post_score(client, leader, "relay", 500)
+    await post_score(client, me, "relay", 100)
+    tab = await tabs()
+    sockets: list[str] = []
+    tab.page.on("websocket", lambda ws: sockets.append(ws.url))
+    await login_in_page(tab, server.url, me.username)
+    await wait_live(tab)
+    await wait_order(tab, [leader.id, me.id], timeout=5000)
+    await tab.page.evaluate(WATCH_BOARD)
+
+    # Another instance on the same stores keeps taking writes while this one is down.
+    async with running_app(server.settings) as other:
+        await server.stop()  # closes the page's sockets (1001)
+        await expect(tab.page.locator("#conn")).to_have_attribute("data-state", "reconnecting")
+        async with httpx.AsyncClient(base_url=other.url + "/api/v1", timeout=10) as http:
+            await post_score(http, late, "relay", 300)
+        # The board the page shows stays as it was while it is offline.
+        assert await tab.order() == [leader.id, me.id]
+
+    again = RunningApp(server.settings)
+    again.port = server.port  # same address: the page's own reconnect finds it
+    await again.start()
+    try:
+        await wait_live(tab, timeout=15000)
+        # It resumed with the seq it had, got the missed write, and kept its rows.
+        await wait_order(tab, [leader.id, late.id, me.id], timeout=5000)
+        assert any("/ws/v1/scoreboard" in url and "since=" in url for url in sockets[2:])
+        kept = await tab.page.evaluate("[...window.__before].every(([id, li]) => li.isConnected)")
+        assert kept, "rows were recreated on resync"
+        assert await tab.page.evaluate("window.__fewest") >= 2, "the board emptied on resync"
+        await expect(tab.page.locator("#me-rank")).to_have_text("#3", timeout=2000)
+        # And it is live again.
+        await post_score(client, me, "relay", 900)
+        await wait_order(tab, [me.id, leader.id, late.id])
+        await expect(tab.page.locator("#me-rank")).to_have_text("#1", timeout=1000)
+    finally:
+        await again.stop()
