@@ -99,8 +99,11 @@ class Hub:
         self._resync_all = False
         self._tasks: list[asyncio.Task[None]] = []
         self._refresh: asyncio.Task[None] | None = None
+        # Counters for metrics and tests.
         self.ticks = 0
         self.pushes = 0
+        self.page_reads = 0
+        self.rank_batches = 0
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -395,6 +398,7 @@ class Hub:
     async def _refresh_page(self, feed: Feed, key: PageKey, watch: PageWatch) -> None:
         from podium.boards.ranks import top_page
 
+        self.page_reads += 1
         page = await top_page(
             self.services, feed.game, feed.period, at=feed.start, offset=key[0], limit=key[1]
         )
@@ -414,6 +418,7 @@ class Hub:
         from podium.boards.ranks import ranks_of
 
         user_ids = list(feed.mine)
+        self.rank_batches += 1
         found = await ranks_of(self.services, feed.board, user_ids)
         for uid in user_ids:
             state = found.get(uid)
