@@ -7,8 +7,8 @@ import asyncio
 import httpx
 import pytest
 
-from tests.boards_helpers import create_game, post_score, read_board
 from podium.settings import Settings
+from tests.boards_helpers import create_game, post_score, read_board
 from tests.conftest import Account, RunningApp, Stores, make_settings, register_and_login
 from tests.ws_helpers import open_ws, recv, recv_until
 
