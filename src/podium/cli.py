@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import signal
 import sys
 from collections.abc import Callable, Iterator
 
@@ -37,16 +38,17 @@ def resolved(settings: Settings, role: str) -> Iterator[Settings]:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
-
-    from podium.app import create_app
-
     if args.host:
         settings = msgspec.structs.replace(settings, host=args.host)
     if args.port is not None:
         settings = msgspec.structs.replace(settings, port=args.port)
     settings = ensure_secret_key(settings)
     with resolved(settings, "serve") as ready:
+        # Imported once the data dir is ours: a second `serve` is refused at once.
+        import uvicorn
+
+        from podium.app import create_app
+
         config = uvicorn.Config(
             create_app(ready),
             host=ready.host,
@@ -209,9 +211,17 @@ def _load_extras() -> None:
         EXTRA_COMMANDS.append(module.register)
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # SIGTERM unwinds like Ctrl-C, so the embedded servers are stopped in order and the
+    # data dir lock released, instead of the process vanishing on the default action.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     from podium.logs import setup_logging
 
+    with contextlib.suppress(ValueError):  # only the main thread may set handlers
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     _load_extras()
     args = build_parser().parse_args(argv)
     try:

