@@ -6,6 +6,7 @@ timeout; nothing sleeps.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import uuid
@@ -16,7 +17,17 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import TEST_PASSWORD, Account, RunningApp, register_and_login, running_app
+from tests.conftest import (
+    TEST_PASSWORD,
+    Account,
+    RunningApp,
+    Stores,
+    drop_test_state,
+    make_admin,
+    make_settings,
+    register_and_login,
+    running_app,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT_COPY = Path("/tmp/podium-screenshot.png")
@@ -398,3 +409,47 @@ async def test_reconnects_and_resyncs_after_the_server_restarts(
         await expect(tab.page.locator("#me-rank")).to_have_text("#1", timeout=1000)
     finally:
         await again.stop()
+
+
+async def test_open_sockets_get_a_fresh_token_before_it_expires(stores: Stores, tabs: Any) -> None:
+    # Three-second access tokens: the page must renew them on its open sockets (an
+    # `auth` message) rather than be closed with 4001 and reconnect.
+    settings = make_settings(stores, access_token_ttl=3)
+    try:
+        async with (
+            running_app(settings) as app,
+            httpx.AsyncClient(base_url=app.url + "/api/v1", timeout=10) as http,
+        ):
+            admin = await make_admin(app, http)
+            await create_game(http, admin, "blitz", policy="client")
+            me = await register_and_login(http)
+            await post_score(http, me, "blitz", 10)
+            tab = await tabs()
+            opened: list[str] = []
+            renewed = asyncio.Event()
+            authed: list[str] = []
+
+            def on_socket(ws: Any) -> None:
+                opened.append(ws.url)
+
+                def on_frame(payload: str | bytes) -> None:
+                    if "/scoreboard" in ws.url and '"type":"authed"' in str(payload):
+                        authed.append(str(payload))
+                        if len(authed) >= 2:
+                            renewed.set()
+
+                ws.on("framereceived", on_frame)
+
+            tab.page.on("websocket", on_socket)
+            await login_in_page(tab, app.url, me.username)
+            await wait_live(tab)
+            await wait_order(tab, [me.id], timeout=5000)
+            # Two renewals means the socket outlived its first token and its second.
+            await asyncio.wait_for(renewed.wait(), 15)
+            assert len(opened) == 2, opened  # scoreboard and my-score, never reopened
+            await expect(tab.page.locator("#conn")).to_have_attribute("data-state", "live")
+            me_again = await register_and_login(http)
+            await post_score(http, me_again, "blitz", 20)
+            await wait_order(tab, [me_again.id, me.id])
+    finally:
+        await drop_test_state(settings)

@@ -45,13 +45,22 @@ export function backoff(attempt, base = 500, cap = 15000) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-function tokenExpiresAt(token) {
+function tokenClaims(token) {
   try {
     const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-    return JSON.parse(atob(payload)).exp * 1000;
+    return JSON.parse(atob(payload));
   } catch {
-    return Infinity; // not a JWT (e.g. a service credential): let the server judge
+    return null; // not a JWT (e.g. a service credential): let the server judge
   }
+}
+
+/** When (ms since epoch) a token should be renewed: shortly before it expires. */
+function renewAt(token) {
+  const claims = tokenClaims(token);
+  if (!claims?.exp) return Infinity;
+  const lifetime = claims.iat ? (claims.exp - claims.iat) * 1000 : 120000;
+  // 25 s ahead, or a quarter of the lifetime for short-lived tokens (never a loop).
+  return claims.exp * 1000 - Math.min(25000, lifetime / 4);
 }
 
 /** The client. One per page or game; every socket it opens shares its token hook. */
@@ -294,8 +303,8 @@ export class LiveSocket {
     try {
       let refresh = this.refreshNext;
       token = await this.client.token();
-      // Don't open a socket with a token that dies in the next few seconds.
-      if (token && tokenExpiresAt(token) - Date.now() < 10000) refresh = true;
+      // Don't open a socket with a token that is about to die.
+      if (token && Date.now() >= renewAt(token)) refresh = true;
       if (refresh) token = await this.client.token({ refresh: true });
       this.refreshNext = false;
     } catch (error) {
@@ -370,7 +379,7 @@ export class LiveSocket {
   _scheduleRenewal(token) {
     clearTimeout(this.renewTimer);
     if (!this.client._getToken || !token) return;
-    const wait = tokenExpiresAt(token) - Date.now() - 25000;
+    const wait = renewAt(token) - Date.now();
     if (!Number.isFinite(wait)) return;
     this.renewTimer = setTimeout(async () => {
       try {
@@ -419,6 +428,7 @@ export class PodiumSession {
     this.key = key;
     this.access = null;
     this.expiresAt = 0;
+    this.renewAfter = 0;
     this.user = null;
     this._refreshing = null;
     this.onChange = null;
@@ -453,6 +463,7 @@ export class PodiumSession {
   _accept(pair) {
     this.access = pair.access_token;
     this.expiresAt = Date.now() + pair.expires_in * 1000;
+    this.renewAfter = this.expiresAt - Math.min(30000, (pair.expires_in * 1000) / 4);
     this.user = pair.user;
     this.storage?.setItem(this.key, pair.refresh_token);
     this.onChange?.(this);
@@ -519,7 +530,7 @@ export class PodiumSession {
 
   /** The `getToken` hook for `Podium`. */
   async getToken({ refresh = false } = {}) {
-    if (refresh || !this.access || Date.now() > this.expiresAt - 30000) await this.refresh();
+    if (refresh || !this.access || Date.now() >= this.renewAfter) await this.refresh();
     return this.access;
   }
 
