@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -27,7 +27,7 @@ log = logging.getLogger("podium.index")
 
 LOAD_CHUNK = 2000
 CHECK_INTERVAL_S = 1.0
-LOCK_TTL_MS = 60_000
+LOCK_TTL_MS = 30_000
 
 _ROWS_SQL = (
     "SELECT bv.game_id, bv.period, bv.period_start, bv.user_id, bv.value, bv.reached_seq,"
@@ -70,6 +70,7 @@ async def load_rows(
     users: Sequence[int] | None = None,
     *,
     publish: bool = False,
+    progress: Callable[[], Awaitable[object]] | None = None,
 ) -> set[str]:
     """Apply `board_values` rows (all, or those of `users`) to Redis; return the boards."""
     boards: set[str] = set()
@@ -84,6 +85,8 @@ async def load_rows(
                 boards.add(board)
                 events.append(event)
             await scripts.apply(events, publish=publish)
+            if progress is not None:
+                await progress()
     return boards
 
 
@@ -103,7 +106,11 @@ async def _scan_delete(redis: aioredis.Redis, pattern: str) -> set[str]:
 
 
 async def rebuild(
-    pool: asyncpg.Pool, redis: aioredis.Redis, prefix: str, retention_days: int
+    pool: asyncpg.Pool,
+    redis: aioredis.Redis,
+    prefix: str,
+    retention_days: int,
+    progress: Callable[[], Awaitable[object]] | None = None,
 ) -> int:
     """Recreate every board from `board_values`; return how many boards were built.
 
@@ -116,7 +123,7 @@ async def rebuild(
         gen = await redis.get(void_gen_key(prefix))
         old = await _scan_delete(redis, f"{prefix}b:*")
         await _scan_delete(redis, f"{prefix}m:*")
-        boards = await load_rows(pool, scripts, retention_days)
+        boards = await load_rows(pool, scripts, retention_days, progress=progress)
         if await redis.get(void_gen_key(prefix)) == gen:
             break
         log.info("a void overlapped the rebuild; loading again")
@@ -193,7 +200,14 @@ class BoardIndex:
         # its snapshot; a later failure marks the index stale again.
         self.stale = False
         try:
-            count = await rebuild(self.pool, self.redis, self.prefix, self.retention_days)
+            count = await rebuild(
+                self.pool,
+                self.redis,
+                self.prefix,
+                self.retention_days,
+                # A long rebuild keeps its lock; a dead one loses it within the TTL.
+                progress=lambda: self.redis.pexpire(lock, LOCK_TTL_MS),
+            )
             self.rebuilds += 1
             self.last_count = count
             self._epoch_seen = True

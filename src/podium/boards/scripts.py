@@ -95,12 +95,10 @@ class Scripts:
         return args
 
     async def apply(
-        self, events: Sequence[ApplyEvent], *, publish: bool = True, client: object = None
+        self, events: Sequence[ApplyEvent], *, publish: bool = True
     ) -> list[tuple[int | None, int | None]]:
         """Apply the events' rows; return each event's (rank_before, rank_after)."""
-        raw = await self._apply(
-            keys=[], args=self.argv(self.prefix, publish, events), client=client
-        )
+        raw = await self._apply(keys=[], args=self.argv(self.prefix, publish, events))
         out: list[tuple[int | None, int | None]] = []
         for j in range(0, len(raw), 2):
             out.append((int(raw[j]) or None, int(raw[j + 1]) or None))

@@ -135,7 +135,6 @@ class Writer:
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[None]] = set()
         # Users whose batch may have committed although we saw a connection error:
         # their rows are re-applied to Redis once PostgreSQL answers again.
         self._uncertain: set[int] = set()
@@ -151,9 +150,6 @@ class Writer:
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for task in list(self._background):
-            with contextlib.suppress(Exception):
-                await task
 
     async def submit(self, write: Write) -> Outcome:
         """Queue a write and wait until it is committed (and applied to Redis)."""
@@ -209,17 +205,22 @@ class Writer:
             if rec["status"] == "ok"
             for rows in [rows_to_apply(p.write, rec, self.retention_days)]
         ]
+        ranked: list[Outcome] = []
         if applied:
             ranks = await self._apply_redis([e for _, e in applied])
             if ranks is not None:
                 for (i, _), (before, after) in zip(applied, ranks, strict=True):
                     outcomes[i].previous_rank, outcomes[i].rank = before, after
-                self._spawn(self._store_ranks([outcomes[i] for i, _ in applied]))
+                ranked = [outcomes[i] for i, _ in applied]
         for item, outcome in zip(batch, outcomes, strict=True):
             if not item.future.done():
                 item.future.set_result(outcome)
+        if ranked:
+            # After the acks, before the next batch: a replay in a later batch of this
+            # process always finds the ranks in the logged response.
+            await self._store_ranks(ranked)
         if self._uncertain:
-            self._spawn(self._repair())
+            await self._repair()
 
     async def _commit(self, writes: Sequence[Write]) -> list[asyncpg.Record]:
         starts: list[dict[str, date]] = [starts_for(w.created_at) for w in writes]  # type: ignore[misc]
@@ -293,11 +294,6 @@ class Writer:
         except Exception as exc:
             log.warning("repair of uncertain writes failed; index marked stale: %s", exc)
             self.index.mark_stale()
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
 
 __all__ = ["ApiError", "Outcome", "Write", "Writer"]
