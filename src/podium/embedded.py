@@ -57,15 +57,26 @@ def _child_setup(death_signal: int, uid: int | None, gid: int | None) -> Callabl
 
 
 def _wait_port(
-    host: str, port: int, proc: subprocess.Popen[bytes], timeout: float, log: Path
+    host: str,
+    port: int,
+    proc: subprocess.Popen[bytes],
+    timeout: float,
+    log: Path,
+    is_ours: Callable[[socket.socket], bool] | None = None,
 ) -> None:
+    """Wait until `proc` listens on `port`.
+
+    The port was free when chosen, but another process may take it before our server
+    binds; `is_ours` asks whoever answers who it is, so we never adopt a stranger.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
             raise EmbeddedError(f"{proc.args[0]} exited with {proc.returncode}:\n{tail}")
-        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
-            return
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1) as s:
+            if is_ours is None or is_ours(s):
+                return
         time.sleep(0.05)
     raise EmbeddedError(f"{proc.args[0]} did not listen on {host}:{port} within {timeout:.0f}s")
 
@@ -151,7 +162,25 @@ class EmbeddedValkey:
     def wait(self, timeout: float = 15.0) -> None:
         """Return once the launched server listens; raise EmbeddedError if it died."""
         assert self.proc is not None, "launch() first"
-        _wait_port("127.0.0.1", self.port, self.proc, timeout, self.data_dir / "valkey.log")
+        _wait_port(
+            "127.0.0.1",
+            self.port,
+            self.proc,
+            timeout,
+            self.data_dir / "valkey.log",
+            is_ours=self._is_ours,
+        )
+
+    def _is_ours(self, sock: socket.socket) -> bool:
+        sock.sendall(b"INFO server\r\n")
+        reply = b""
+        while b"process_id:" not in reply or not reply.endswith(b"\r\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+        assert self.proc is not None
+        return f"process_id:{self.proc.pid}\r\n".encode() in reply
 
     def stop(self) -> None:
         _stop(self.proc, signal.SIGTERM)
@@ -321,7 +350,13 @@ class EmbeddedPostgres:
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._psql("SELECT 1").returncode == 0:
+            answer = self._psql("SHOW data_directory")
+            if answer.returncode == 0:
+                # Whoever answers on our port must be our server (see `_wait_port`).
+                if Path(answer.stdout.strip()) != self.pgdata.resolve():
+                    raise EmbeddedError(
+                        f"port {self.port} is taken by another PostgreSQL ({answer.stdout.strip()})"
+                    )
                 return
             if self.proc is not None and self.proc.poll() is not None:
                 raise EmbeddedError(f"postgres exited with {self.proc.returncode}")
