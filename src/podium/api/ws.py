@@ -106,6 +106,10 @@ class Channel:
 
     seed: type[SeedPageRequest] | type[SeedReportRequest] | None = None
 
+    def rate(self) -> float:
+        """Inbound messages per second this socket may send."""
+        return self.hub.limits.messages_per_second
+
     def __init__(self, hub: Hub, ws: WebSocket, principal: Principal) -> None:
         self.hub = hub
         self.services = hub.services
@@ -257,6 +261,14 @@ class MyScore(Channel):
 
 
 class AddScore(Channel):
+    def rate(self) -> float:
+        # Writes have their own per-user limit in the write path; services write for
+        # many users at once and are trusted with more.
+        per_user = float(self.services.settings.writes_per_second_per_user)
+        if self.principal.kind == "service":
+            per_user *= 100
+        return max(self.hub.limits.messages_per_second, per_user)
+
     def __init__(self, hub: Hub, ws: WebSocket, principal: Principal) -> None:
         super().__init__(hub, ws, principal)
         self.inflight = asyncio.Semaphore(hub.limits.max_inflight_writes)
@@ -399,7 +411,9 @@ class Endpoint:
         except ApiError as exc:
             await refuse(ws, exc)
             return
-        session = Session(services, principal, receive, send, hub.limits, hub.unregister)
+        session = Session(
+            services, principal, receive, send, hub.limits, hub.unregister, channel.rate()
+        )
         try:
             subprotocol = "bearer" if offered_bearer_subprotocol(ws) else None
             await ws.accept(subprotocol=subprotocol)

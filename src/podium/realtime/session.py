@@ -86,6 +86,7 @@ class Session:
         send: Send,
         limits: Limits,
         on_close: Callable[[Session], None] | None = None,
+        rate: float | None = None,
     ) -> None:
         self.id = next(_ids)
         self.services = services
@@ -102,7 +103,10 @@ class Session:
         self._writer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self._expiry: asyncio.TimerHandle | None = None
-        self._tokens = float(limits.burst)
+        # Inbound messages per second, as a token bucket holding two seconds' worth.
+        self.rate = rate if rate is not None else limits.messages_per_second
+        self.burst = max(float(limits.burst), 2 * self.rate)
+        self._tokens = self.burst
         self._abuse = 0.0
         self._last = time.monotonic()
         self.pushed = 0
@@ -257,9 +261,7 @@ class Session:
         now = time.monotonic()
         elapsed = now - self._last
         self._last = now
-        self._tokens = min(
-            self.limits.burst, self._tokens + elapsed * self.limits.messages_per_second
-        )
+        self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
         self._abuse = max(0.0, self._abuse - elapsed)
 
     def _strike(self, code: CloseCode) -> None:
@@ -295,7 +297,7 @@ class Session:
             if self._tokens < 1:
                 self._bad(
                     "rate_limited",
-                    f"over {self.limits.messages_per_second:g} messages per second",
+                    f"over {self.rate:g} messages per second",
                     WS_RATE,
                 )
                 continue
