@@ -7,9 +7,29 @@ import time
 import uuid
 
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from podium.ops.metrics import HTTP_REQUESTS
+
 log = logging.getLogger("podium.http")
+
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template (e.g. `/api/v1/games/{game}`), for a metric label.
+
+    Never the raw path: ids in paths would make a new time series per id.
+    """
+    route = scope.get("route")
+    # A Mount left here means nothing inside it matched (a 404).
+    if route is None or isinstance(route, Mount):
+        return "unmatched"
+    path: str = route.path
+    mount = scope.get("root_path", "")[len(scope.get("app_root_path", "")) :]
+    return mount + path
+
 
 # connect-src 'self' also admits ws:/wss: to this same host (CSP Level 3), which is all
 # the page needs; a bare `ws:` would let a script talk to any host.
@@ -77,6 +97,8 @@ class SecurityHeaders:
             )
             await send_wrapper({"type": "http.response.body", "body": INTERNAL_ERROR_BODY})
         finally:
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
+            HTTP_REQUESTS.labels(method, route_template(scope), str(status or 500)).inc()
             log.info(
                 "request",
                 extra={

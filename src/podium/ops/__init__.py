@@ -1,0 +1,1 @@
+"""Operations: Prometheus metrics, the OpenAPI document and its docs page."""
