@@ -7,13 +7,22 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from podium.api.responses import JSON
+from podium.api.spec import Param, spec
 from podium.auth.guards import require_admin
 from podium.boards.scripts import Scripts
-from podium.boards.void import void_user
+from podium.boards.void import VoidOut, void_user
 from podium.errors import not_found
 from podium.services import Services
 
 
+@spec(
+    summary="Void a user's scores (cheater): every board recomputes",
+    tag="admin",
+    response=VoidOut,
+    path={"user_id": Param(int, "the user to void")},
+    auth=True,
+    errors=(403, 404, 503),
+)
 async def void(request: Request) -> Response:
     """Void a user: their events stay in the log, marked void; they leave every board."""
     await require_admin(request)

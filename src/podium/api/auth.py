@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from podium.api.responses import JSON, read_json
+from podium.api.spec import spec
 from podium.auth import ratelimit
 from podium.auth.guards import require_user
 from podium.auth.passwords import hash_password, verify_password
@@ -87,6 +88,15 @@ async def issue_pair(services: Services, user: users.User, family: uuid.UUID) ->
     )
 
 
+@spec(
+    summary="Register an account",
+    tag="auth",
+    status=201,
+    body=RegisterIn,
+    response=users.User,
+    example={"username": "ada", "email": "ada@example.com", "password": "correct-horse-42"},
+    errors=(409, 429),
+)
 async def register(request: Request) -> Response:
     services = services_of(request)
     body = await read_json(request, RegisterIn, services.settings.max_body_bytes)
@@ -108,6 +118,14 @@ async def register(request: Request) -> Response:
     return JSON(user, status_code=201)
 
 
+@spec(
+    summary="Log in with username or email; get an access and a refresh token",
+    tag="auth",
+    body=LoginIn,
+    response=TokenPair,
+    example={"username": "ada", "password": "correct-horse-42"},
+    errors=(401, 429),
+)
 async def login(request: Request) -> Response:
     services = services_of(request)
     body = await read_json(request, LoginIn, services.settings.max_body_bytes)
@@ -136,6 +154,14 @@ async def login(request: Request) -> Response:
     return JSON(pair)
 
 
+@spec(
+    summary="Trade a refresh token for a new pair (rotation; reuse revokes the family)",
+    tag="auth",
+    body=RefreshIn,
+    response=TokenPair,
+    example={"refresh_token": "eyJ..."},
+    errors=(401,),
+)
 async def refresh(request: Request) -> Response:
     services = services_of(request)
     body = await read_json(request, RefreshIn, services.settings.max_body_bytes)
@@ -165,6 +191,7 @@ async def deny_family(services: Services, family: str) -> None:
     await services.redis.publish(services.keys.revocations, family)
 
 
+@spec(summary="Log out: revoke this token's family at once", tag="auth", status=204, auth=True)
 async def logout(request: Request) -> Response:
     services = services_of(request)
     principal = await require_user(request)
@@ -179,6 +206,7 @@ async def logout(request: Request) -> Response:
     return Response(status_code=204)
 
 
+@spec(summary="The caller's account", tag="auth", response=users.User, auth=True)
 async def me(request: Request) -> Response:
     services = services_of(request)
     principal = await require_user(request)

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from podium.api.responses import JSON, read_json
+from podium.api.spec import Param, shape, spec
 from podium.auth.guards import require_admin, require_principal
 from podium.boards import model
 from podium.boards.model import MAX_ABS_SCORE, Game, GameCache, Operator, Order, Policy
@@ -94,6 +95,16 @@ async def _store(call):  # type: ignore[no-untyped-def]
         raise
 
 
+@spec(
+    summary="Create a game (admin)",
+    tag="games",
+    status=201,
+    body=GameIn,
+    response=model.GameOut,
+    example={"id": "chess", "name": "Chess", "order": "desc", "operator": "best"},
+    auth=True,
+    errors=(403, 409, 503),
+)
 async def create_game(request: Request) -> Response:
     await require_admin(request)
     services = _services(request)
@@ -133,6 +144,13 @@ async def create_game(request: Request) -> Response:
     return JSON(created.public(), status_code=201)
 
 
+@spec(
+    summary="Every game",
+    tag="games",
+    response=shape("GameList", games=list[model.GameOut]),
+    auth=True,
+    errors=(503,),
+)
 async def list_games(request: Request) -> Response:
     await require_principal(request)
     games = await _store(model.list_games(_services(request).pool))
@@ -146,11 +164,29 @@ async def _get(services: Services, game_id: str) -> Game:
     return game
 
 
+@spec(
+    summary="One game",
+    tag="games",
+    response=model.GameOut,
+    path={"game": Param(str, "a game id")},
+    auth=True,
+    errors=(404, 503),
+)
 async def get_game(request: Request) -> Response:
     await require_principal(request)
     return JSON((await _get(_services(request), request.path_params["game"])).public())
 
 
+@spec(
+    summary="Change a game's name, bounds, jump limit or HMAC key (admin)",
+    tag="games",
+    body=GamePatch,
+    response=model.GameOut,
+    example={"name": "Chess (blitz)"},
+    path={"game": Param(str, "a game id")},
+    auth=True,
+    errors=(403, 404, 503),
+)
 async def patch_game(request: Request) -> Response:
     await require_admin(request)
     services = _services(request)
@@ -182,6 +218,16 @@ async def patch_game(request: Request) -> Response:
     return JSON(updated.public())
 
 
+@spec(
+    summary="Set the points of an action (admin)",
+    tag="games",
+    body=PointsIn,
+    response=shape("ActionPoints", game=str, action=str, points=int),
+    example={"points": 10},
+    path={"game": Param(str, "a game id"), "action": Param(str, "an action name")},
+    auth=True,
+    errors=(403, 404, 503),
+)
 async def put_action(request: Request) -> Response:
     await require_admin(request)
     services = _services(request)
@@ -204,6 +250,14 @@ async def put_action(request: Request) -> Response:
     return JSON({"game": game_id, "action": action, "points": body.points})
 
 
+@spec(
+    summary="The actions of a game and their points",
+    tag="games",
+    response=shape("ActionList", game=str, actions=list[shape("Action", action=str, points=int)]),
+    path={"game": Param(str, "a game id")},
+    auth=True,
+    errors=(404, 503),
+)
 async def list_actions(request: Request) -> Response:
     await require_principal(request)
     services = _services(request)

@@ -9,9 +9,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from podium.api.responses import JSON
+from podium.api.spec import shape, spec
 from podium.services import Services
 
 
+@spec(summary="Liveness: the process answers", tag="ops", response=shape("Health", status=str))
 async def healthz(request: Request) -> Response:
     return JSON({"status": "ok"})
 
@@ -24,6 +26,12 @@ async def _check(coro: object, timeout: float = 2.0) -> str | None:
     return None
 
 
+@spec(
+    summary="Readiness: Redis and PostgreSQL answer",
+    tag="ops",
+    response=shape("Ready", status=str, checks=dict[str, str]),
+    errors=(503,),
+)
 async def readyz(request: Request) -> Response:
     services: Services = request.app.state.podium
     redis_err, pg_err = await asyncio.gather(

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Literal
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from podium.api.responses import JSON
+from podium.api.spec import Param, shape, spec
 from podium.auth.guards import require_principal
 from podium.boards import ranks
+from podium.boards.periods import Period
 from podium.errors import invalid
 from podium.services import Services
 
 MAX_MEMBERS = 100
+
+GAME = {"game": Param(str, "a game id, or `global` (all `desc` games summed)")}
+BOARD_QUERY = {
+    "period": Param(Period, "all (default), day, week or month"),
+    "at": Param(date, "a UTC date inside the period (default: today)"),
+}
+USER = {"user_id": Param(int | Literal["me"], "a user id, or `me`")}
 
 
 def _int(request: Request, name: str, default: int) -> int:
@@ -51,6 +61,21 @@ def _services(request: Request) -> Services:
     return request.app.state.podium
 
 
+@spec(
+    summary="A page of a board: rank, user, name, score, achieved at",
+    tag="leaderboards",
+    response=ranks.Page,
+    path=GAME,
+    query={
+        **BOARD_QUERY,
+        "offset": Param(int, "rows to skip (default 0)"),
+        "limit": Param(int, "rows, 1..200 (default 10)"),
+        "ranking": Param(Literal["ordinal", "competition"], "ordinal 1,2,3 or competition 1,1,3"),
+        "cursor": Param(str, "`next_cursor` of the previous page"),
+    },
+    auth=True,
+    errors=(400, 404, 422),
+)
 async def board_page(request: Request) -> Response:
     await require_principal(request)
     ranking = request.query_params.get("ranking", "ordinal")
@@ -69,6 +94,15 @@ async def board_page(request: Request) -> Response:
     return JSON(page)
 
 
+@spec(
+    summary="The rows around a user (radius above and below)",
+    tag="leaderboards",
+    response=ranks.Page,
+    path={**GAME, "user_id": Param(int, "a user id")},
+    query={**BOARD_QUERY, "radius": Param(int, "rows above and below, 0..50 (default 5)")},
+    auth=True,
+    errors=(404, 422),
+)
 async def board_around(request: Request) -> Response:
     await require_principal(request)
     page = await ranks.around(
@@ -82,6 +116,15 @@ async def board_around(request: Request) -> Response:
     return JSON(page)
 
 
+@spec(
+    summary="Rank and score of one user on a board",
+    tag="leaderboards",
+    response=ranks.UserRank,
+    path={**GAME, **USER},
+    query=BOARD_QUERY,
+    auth=True,
+    errors=(404, 422),
+)
 async def board_user(request: Request) -> Response:
     principal = await require_principal(request)
     raw = request.path_params["user_id"]
@@ -96,6 +139,15 @@ async def board_user(request: Request) -> Response:
     return JSON(result)
 
 
+@spec(
+    summary="Ranks of a list of users (friends)",
+    tag="leaderboards",
+    response=ranks.MembersPage,
+    path=GAME,
+    query={**BOARD_QUERY, "ids": Param(str, "comma-separated user ids, 1..100", required=True)},
+    auth=True,
+    errors=(404, 422),
+)
 async def board_members(request: Request) -> Response:
     await require_principal(request)
     raw = request.query_params.get("ids", "")
@@ -115,6 +167,14 @@ async def board_members(request: Request) -> Response:
     return JSON(result)
 
 
+@spec(
+    summary="Every board of one user, with rank and percentile",
+    tag="leaderboards",
+    response=shape("UserBoards", user_id=int, boards=list[ranks.UserRank]),
+    path=USER,
+    auth=True,
+    errors=(422,),
+)
 async def user_ranks(request: Request) -> Response:
     principal = await require_principal(request)
     raw = request.path_params["user_id"]

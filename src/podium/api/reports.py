@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Literal
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from podium.api.responses import JSON
+from podium.api.spec import Param, spec
 from podium.auth.guards import require_principal
-from podium.boards.reports import report_csv, top_report
+from podium.boards.reports import Report, report_csv, top_report
 from podium.errors import invalid
 
 
@@ -24,6 +26,21 @@ def _required_date(request: Request, name: str) -> date:
         raise invalid(f"{name} must be a date", {name: "YYYY-MM-DD"}) from None
 
 
+@spec(
+    summary="Top players of a date range, per game or all games, as JSON or CSV",
+    tag="reports",
+    response=Report,
+    alternatives={"text/csv": str},
+    query={
+        "start": Param(date, "first day (UTC), inclusive", required=True),
+        "end": Param(date, "the day after the last (UTC): end is exclusive", required=True),
+        "limit": Param(int, "rows (default 10)"),
+        "game": Param(str, "a game id; all games when absent"),
+        "format": Param(Literal["json", "csv"], "json (default) or csv"),
+    },
+    auth=True,
+    errors=(404, 422),
+)
 async def top(request: Request) -> Response:
     await require_principal(request)
     fmt = request.query_params.get("format", "json")

@@ -7,11 +7,27 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from podium.api.responses import JSON, read_json
+from podium.api.spec import spec
 from podium.auth.guards import require_principal
-from podium.boards.scores import ScoreIn, submit_score
+from podium.boards.scores import ScoreIn, ScoreOut, submit_score
 from podium.services import Services
 
 
+@spec(
+    summary="Submit a score or an action; acknowledged once durable",
+    tag="scores",
+    body=ScoreIn,
+    response=ScoreOut,
+    example={"game": "chess", "event_id": "5f0c6a1e-8d4b-4a37-9a51-2f1d3c0b7e11", "score": 1200},
+    auth=True,
+    errors=(403, 404, 409, 429, 503),
+    description=(
+        "`event_id` (a client-made UUID) makes the write idempotent: the same id again "
+        "returns the first result; the same id with another payload is 409. Players "
+        "write for themselves as their game's policy allows; service credentials may "
+        "name `user_id`."
+    ),
+)
 async def post_score(request: Request) -> Response:
     principal = await require_principal(request)
     services: Services = request.app.state.podium

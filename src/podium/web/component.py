@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from podium.api.spec import Param, spec
 from podium.errors import not_found
 
 WEB_DIR = Path(__file__).parent
@@ -61,10 +62,19 @@ def load_assets(directory: Path = WEB_DIR) -> dict[str, Asset]:
 ASSETS = load_assets()
 
 
+@spec(summary="The web page", tag="web", response=str, media_type="text/html")
 async def index(request: Request) -> Response:
     return ASSETS["index.html"].response(request)
 
 
+@spec(
+    summary="A script, style or icon of the web page",
+    tag="web",
+    response=str,
+    media_type="*/*",
+    path={"name": Param(str, "a file name, e.g. app.js")},
+    errors=(404,),
+)
 async def static(request: Request) -> Response:
     asset = ASSETS.get(request.path_params["name"])
     if asset is None or asset.content_type.startswith("text/html"):
