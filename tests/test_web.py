@@ -99,8 +99,10 @@ class Tab:
 async def tabs(browser: Any) -> AsyncIterator[Any]:
     opened: list[Tab] = []
 
-    async def open_tab(width: int = 1100, height: int = 900) -> Tab:
-        context = await browser.new_context(viewport={"width": width, "height": height})
+    async def open_tab(width: int = 1100, height: int = 900, scheme: str = "light") -> Tab:
+        context = await browser.new_context(
+            viewport={"width": width, "height": height}, color_scheme=scheme
+        )
         context.set_default_timeout(5000)
         tab = Tab(context, await context.new_page())
         opened.append(tab)
@@ -137,7 +139,7 @@ async def login_in_page(tab: Tab, url: str, username: str) -> None:
 
 
 async def test_register_reload_and_logout(
-    server: RunningApp, client: httpx.AsyncClient, tabs: Any
+    server: RunningApp, client: httpx.AsyncClient, tabs: Any, tmp_path: Path
 ) -> None:
     tab = await tabs()
     page = tab.page
@@ -162,6 +164,7 @@ async def test_register_reload_and_logout(
     assert r.status_code == 401
     await page.reload()
     await expect(page.locator("#auth")).to_be_visible()
+    await page.screenshot(path=str(tmp_path / "podium-login.png"))
 
     # Bad credentials: a clear message, and the form stays usable.
     form = page.locator("#login-form")
@@ -348,7 +351,7 @@ async def test_phone_width_and_my_rank_outside_the_top_10(
         await post_score(client, account, "sprint", 10_000 + i)  # asc: lower is better
     me = await register_and_login(client)
     await post_score(client, me, "sprint", 99_000)
-    tab = await tabs(width=360, height=780)
+    tab = await tabs(width=360, height=780, scheme="dark")
     await login_in_page(tab, server.url, me.username)
     await wait_live(tab)
     await wait_order(tab, [a.id for a in others[:10]], timeout=5000)

@@ -251,7 +251,17 @@ function flash(el, cls = "flash") {
   el.classList.add(cls);
 }
 
-function renderBoard(entries) {
+const dateFmt = new Intl.DateTimeFormat(undefined, { day: "numeric", month: "short", timeZone: "UTC" });
+
+function boardMeta(msg) {
+  const label = periodLabel(state.period);
+  if (!msg?.period_start || state.period === "all") return label;
+  const start = new Date(`${msg.period_start}T00:00:00Z`);
+  return state.period === "day" ? `${label} · ${dateFmt.format(start)}` : `${label} · from ${dateFmt.format(start)}`;
+}
+
+function renderBoard(entries, msg) {
+  if (msg?.type === "snapshot") $("board-meta").textContent = boardMeta(msg);
   const list = $("board");
   const myId = String(session.user?.id ?? "");
   // First: where every row is now.
@@ -497,13 +507,14 @@ function setConn(kind, delay) {
 
 async function start() {
   let resumed = false;
+  let message = "";
   try {
     resumed = await session.resume();
   } catch {
-    setConn("offline");
+    message = "Cannot reach the server right now. Reload in a moment, or log in again.";
   }
   if (resumed) await showApp();
-  else showAuth();
+  else showAuth(message);
   document.documentElement.dataset.ready = "true";
 }
 
