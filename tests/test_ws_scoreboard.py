@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 
 import httpx
+import msgspec
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
+from podium.boards.keys import BoardKeys, board_id, member, to_zscore
+from podium.boards.periods import EPOCH
+from podium.protocol import BoardChange, board_change_encoder
 from podium.settings import Settings
 from tests.boards_helpers import create_game, post_score, read_board
 from tests.conftest import Account, RunningApp, Stores, make_settings, register_and_login
-from tests.ws_helpers import open_ws, recv, recv_until
+from tests.ws_helpers import open_ws, recv, recv_until, ws_url
 
 
 def apply(board: dict[int, dict], msg: dict) -> dict[int, dict]:
@@ -93,3 +101,88 @@ async def test_burst_coalesces(
         assert server.services is not None
         stored = await read_board(server.services.redis, server.settings.redis_prefix, game)
         assert ranked(board) == stored
+
+
+async def publish_top(server: RunningApp, game: str, top: list[tuple[int, int]]) -> int:
+    """Write a board's top straight into Redis and announce it, as the write path does."""
+    assert server.services is not None
+    redis, keys = server.services.redis, BoardKeys(server.settings.redis_prefix)
+    board = board_id(game, "all", EPOCH)
+    seq = int(await redis.incr(keys.seq(board)))
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(keys.zset(board))
+        for uid, value in top:
+            pipe.zadd(keys.zset(board), {member(seq, uid, 0): to_zscore(value, True)})
+        await pipe.execute()
+    change = BoardChange(board=board, seq=seq, top=[(u, v, seq) for u, v in top])
+    await redis.publish(keys.channel(board), board_change_encoder.encode(change))
+    return seq
+
+
+@pytest.mark.parametrize("ending", ["snapshot", "slow"])
+async def test_a_client_that_stops_reading_delays_nobody(
+    server: RunningApp, client: httpx.AsyncClient, admin: Account, player: Account, ending: str
+) -> None:
+    assert server.services is not None
+    game = (await create_game(client, admin))["id"]
+    hub = server.services.extras["realtime"]
+    # "slow": behind for more than 0.2 s is too long; "snapshot": 5 s is never reached.
+    slow_after = 0.2 if ending == "slow" else 5.0
+    hub.limits = msgspec.structs.replace(hub.limits, queue_size=4, slow_after=slow_after)
+    users = list(range(10_000_001, 10_000_011))
+    # Long display names make each push ~80 KB, so the stalled socket's buffers fill fast.
+    await server.services.redis.hset(
+        server.services.keys.names, mapping={uid: f"n{uid}" + "x" * 8000 for uid in users}
+    )
+    # The stalled client: a tiny receive buffer, and it reads nothing.
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window
+    raw.connect(("127.0.0.1", server.port))
+    raw.setblocking(False)
+    slow = await connect(
+        ws_url(server, "scoreboard", game=game),
+        sock=raw,
+        additional_headers=player.headers,
+        max_queue=1,
+        max_size=2**22,
+        compression=None,
+    )
+    fast = await open_ws(server, "scoreboard", player, game=game)
+    try:
+        assert (await recv(fast))["type"] == "snapshot"
+        loop = asyncio.get_running_loop()
+        slowest = 0.0
+        final: list[tuple[int, int]] = []
+        for step in range(400):
+            final = [(uid, 1000 * step + 10 - i) for i, uid in enumerate(users)]
+            seq = await publish_top(server, game, final)
+            started = loop.time()
+            await recv_until(fast, lambda m, s=seq: m.get("seq") == s, timeout=2)
+            slowest = max(slowest, loop.time() - started)
+            lagging = [s for s in hub.sessions if s.dropped]
+            if ending == "snapshot" and lagging and step > 5:
+                break
+            if ending == "slow" and any(s.close_code == 4009 for s in hub.sessions):
+                break
+        assert lagging or ending == "slow", "the stalled socket never fell behind"
+        # The fast socket got every change within a couple of ticks meanwhile.
+        assert slowest < 1.0, slowest
+        # The stalled client wakes up: after the diffs it missed, a fresh snapshot.
+        messages = []
+        try:
+            async with asyncio.timeout(5):
+                while True:
+                    messages.append(json.loads(await slow.recv()))
+                    if messages[-1].get("seq") == seq:
+                        break
+        except ConnectionClosed:
+            assert slow.close_code == 4009 and ending == "slow"
+            return
+        assert ending == "snapshot"
+        assert messages[-1]["type"] == "snapshot"
+        assert ranked(apply({}, messages[-1])) == final
+        kinds = [m["type"] for m in messages]
+        assert kinds[0] == "snapshot" and "diff" in kinds
+    finally:
+        await slow.close()
+        await fast.close()
