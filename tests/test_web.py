@@ -152,13 +152,24 @@ async def test_register_reload_and_logout(
     await page.reload()
     await expect(page.locator("#account-name")).to_have_text(username)
     await expect(page.locator("#auth")).to_be_hidden()
+    first_rotation = await page.evaluate("localStorage.getItem('podium.refresh')")
+    assert first_rotation and first_rotation != refresh
+
+    # A second tab of the same browser shares the session (and rotates it again).
+    other = await tab.context.new_page()
+    await other.goto(server.url)
+    await expect(other.locator("#account-name")).to_have_text(username)
     rotated = await page.evaluate("localStorage.getItem('podium.refresh')")
-    assert rotated and rotated != refresh
+    assert rotated != first_rotation
 
     await page.get_by_role("button", name="Log out").click()
     await expect(page.locator("#auth")).to_be_visible()
     await expect(page.get_by_label("Username or email")).to_be_focused()
     assert await page.evaluate("localStorage.getItem('podium.refresh')") is None
+    # Logging out in one tab logs out the other.
+    await expect(other.locator("#login-error")).to_have_text("You logged out in another tab.")
+    await expect(other.locator("#app")).to_be_hidden()
+    await other.close()
     # The server revoked the session, not just this browser.
     r = await client.post("/auth/refresh", json={"refresh_token": rotated})
     assert r.status_code == 401
