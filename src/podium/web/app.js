@@ -480,8 +480,10 @@ function socketStatus(which, s) {
     return;
   }
   if (s.status === "closed" && s.code === 4003) {
-    // Revoked (a logout elsewhere): confirm with a refresh, which ends the session here.
-    session.refresh().then(subscribe, () => {});
+    // Revoked. With no refresh token left, this browser logged out (in another tab);
+    // otherwise try a refresh, which fails and ends the session if it was revoked too.
+    if (!session.refreshToken) showAuth("You logged out in another tab.");
+    else session.refresh().then(subscribe, () => {});
     return;
   }
   const all = Object.values(state.statuses);
