@@ -8,15 +8,20 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from podium.api import admin, games, scores
+from podium.api import admin, games, leaderboards, reports, scores
 from podium.boards.index import BoardIndex
 from podium.boards.model import GameCache
 from podium.boards.scripts import Scripts
 from podium.boards.writer import Writer
 from podium.services import Services
 
-# Read routes (leaderboards, reports) are appended here by their modules' lists.
-api_routes: list[BaseRoute] = [*games.routes, *scores.routes, *admin.routes]
+api_routes: list[BaseRoute] = [
+    *games.routes,
+    *scores.routes,
+    *admin.routes,
+    *leaderboards.routes,
+    *reports.routes,
+]
 
 
 async def start(services: Services) -> None:

@@ -8,7 +8,6 @@ rebuilding, unreachable) the same reads are answered from PostgreSQL's
 from __future__ import annotations
 
 import base64
-import time
 from datetime import UTC, date, datetime
 from importlib import resources
 
@@ -16,6 +15,7 @@ import msgspec
 from redis.exceptions import RedisError
 
 from podium.boards.keys import GLOBAL, BoardKeys, board_id, from_zscore, parse_member
+from podium.boards.model import GameCache
 from podium.boards.names import usernames
 from podium.boards.periods import PERIODS, Period, period_start
 from podium.errors import bad_request, invalid, not_found
@@ -68,25 +68,15 @@ class Board(msgspec.Struct, frozen=True):
 
 # --- board resolution -----------------------------------------------------------------
 
-_order_cache: dict[tuple[int, str], tuple[float, bool]] = {}
-_ORDER_TTL = 1.0
-
-
 async def game_descending(services: Services, game: str) -> bool:
     """Whether `game` ranks high values first; 404 for an unknown game."""
     if game == GLOBAL:
         return True
-    key = (id(services), game)
-    hit = _order_cache.get(key)
-    now = time.monotonic()
-    if hit is not None and now - hit[0] < _ORDER_TTL:
-        return hit[1]
-    order = await services.pool.fetchval("SELECT sort_order FROM games WHERE id = $1", game)
-    if order is None:
+    cache: GameCache = services.extras["games"]
+    found = await cache.get(game)
+    if found is None:
         raise not_found(f"no game {game!r}")
-    descending = order == "desc"
-    _order_cache[key] = (now, descending)
-    return descending
+    return found.order == "desc"
 
 
 def parse_period(period: str) -> Period:

@@ -90,10 +90,10 @@ async def top_report(
         raise invalid("report range is invalid", errors)
     direction = "DESC"
     if game is not None:
-        order = await services.pool.fetchval("SELECT sort_order FROM games WHERE id = $1", game)
-        if order is None:
+        found = await services.extras["games"].get(game)
+        if found is None:
             raise not_found(f"no game {game!r}")
-        direction = "DESC" if order == "desc" else "ASC"
+        direction = "DESC" if found.order == "desc" else "ASC"
     rows = await services.pool.fetch(
         _PER_GAME.format(direction=direction), _midnight(start), _midnight(end), game, limit
     )
