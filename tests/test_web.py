@@ -373,6 +373,14 @@ async def test_action_game_button_sends_an_action(
     assert len(sent) == 2 and sent[0]["event_id"] == sent[1]["event_id"]
     await expect(page.locator("#board .score")).to_have_text(["23"], timeout=1000)
 
+    # The overall board (every high-is-better game): watchable, not playable.
+    await page.get_by_label("Game").select_option(label="All games (overall)")
+    await expect(page.locator("#board-game")).to_have_text("All games (overall)")
+    await expect(page.locator("#board .name-text")).to_have_text([name], timeout=5000)
+    await expect(page.locator("#board .score")).to_have_text(["23"])
+    await expect(page.locator("#me-rank")).to_have_text("#1")
+    await expect(page.get_by_role("button", name="Do an action")).to_be_disabled()
+
 
 async def test_phone_width_and_my_rank_outside_the_top_10(
     server: RunningApp, client: httpx.AsyncClient, admin: Account, tabs: Any, tmp_path: Path

@@ -8,6 +8,7 @@ const fmt = new Intl.NumberFormat();
 const reduceMotion = matchMedia("(prefers-reduced-motion: reduce)");
 const MOVE_MS = 450;
 const PREFS_KEY = "podium.prefs";
+const GLOBAL = { id: "global", name: "All games (overall)", policy: "none", order: "desc" };
 
 const session = new PodiumSession();
 const client = new Podium({ getToken: session.getToken });
@@ -156,6 +157,8 @@ async function loadGames() {
     return;
   }
   state.games = [...games].sort((a, b) => String(a.name).localeCompare(String(b.name)));
+  // The global board sums each player's values over every high-is-better game.
+  if (state.games.some((g) => g.order === "desc")) state.games.push(GLOBAL);
   const select = $("game");
   select.replaceChildren(
     ...state.games.map((g) => new Option(g.name ?? g.id, g.id)),
@@ -381,7 +384,12 @@ async function setupPlay(game) {
   actionField.hidden = scoreField.hidden = note.hidden = true;
   button.disabled = false;
   setResult("");
-  if (policy === "actions") {
+  if (policy === "none") {
+    note.hidden = false;
+    note.textContent = "The overall board adds up your scores in every game where higher is better. Pick a game to play.";
+    button.textContent = "Do an action";
+    button.disabled = true;
+  } else if (policy === "actions") {
     actionField.hidden = false;
     button.textContent = "Do an action";
     const select = $("play-action");
