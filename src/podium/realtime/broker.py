@@ -35,8 +35,16 @@ Event = tuple[str, bytes] | _Resync
 
 
 class Broker(Protocol):
-    async def subscribe(self, channel: str) -> None:
-        """Count one local subscriber; the first one subscribes the channel."""
+    generation: int
+    """How many times the broker connected: RESYNC means "re-read what you loaded
+    before the current generation"."""
+
+    async def subscribe(self, channel: str) -> bool:
+        """Count one local subscriber; the first one subscribes the channel.
+
+        True when the subscription is in effect on the current connection (every
+        later publish will arrive); False when it waits for a reconnection.
+        """
 
     async def unsubscribe(self, channel: str) -> None:
         """Drop one local subscriber; the last one leaves the channel."""
@@ -74,10 +82,12 @@ class LocalBroker:
     def __init__(self, maxsize: int = 10_000) -> None:
         self._channels = _Counts()
         self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
+        self.generation = 1
         self._queue.put_nowait(RESYNC)
 
-    async def subscribe(self, channel: str) -> None:
+    async def subscribe(self, channel: str) -> bool:
         self._channels.add(channel)
+        return True
 
     async def unsubscribe(self, channel: str) -> None:
         self._channels.remove(channel)
@@ -94,6 +104,7 @@ class LocalBroker:
         except asyncio.QueueFull:
             # Like Redis dropping a subscriber that falls behind: lose, then resync.
             self._drain()
+            self.generation += 1
             self._queue.put_nowait(RESYNC)
 
     def _drain(self) -> None:
@@ -165,6 +176,7 @@ class RedisBroker:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.connected = asyncio.Event()
+        self.generation = 0
         self.reconnects = 0
 
     @property
@@ -175,12 +187,14 @@ class RedisBroker:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="podium-broker")
 
-    async def subscribe(self, channel: str) -> None:
+    async def subscribe(self, channel: str) -> bool:
         if not self._channels.add(channel):
-            return
+            # Another local subscriber got there first; its caller waits for the
+            # confirmation (the hub loads each board once).
+            return self._writer is not None
         writer = self._writer
         if writer is None:
-            return
+            return False
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.setdefault(channel, []).append(done)
         try:
@@ -189,11 +203,12 @@ class RedisBroker:
             # caller can read the board now without missing a change in between.
             await asyncio.wait_for(asyncio.shield(done), 5.0)
         except (TimeoutError, ConnectionError, OSError):
-            pass  # the reconnection subscribes it and yields RESYNC
+            return False  # the reconnection subscribes it and yields RESYNC
         finally:
             waiters = self._pending.get(channel, [])
             if done in waiters:
                 waiters.remove(done)
+        return self._writer is writer
 
     async def unsubscribe(self, channel: str) -> None:
         if not self._channels.remove(channel):
@@ -261,6 +276,7 @@ class RedisBroker:
             channels = list(self._channels.counts)
             if channels:
                 writer.write(_command("SUBSCRIBE", *channels))
+            self.generation += 1
             self.connected.set()
             if not first:
                 self.reconnects += 1

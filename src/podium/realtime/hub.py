@@ -67,6 +67,8 @@ class Feed:
         self.dirty = False
         self.refresh_due = False
         self.reload_due = False
+        # The broker generation this feed's read is good for (0: not subscribed yet).
+        self.generation = 0
 
     @property
     def key(self) -> str:
@@ -96,7 +98,7 @@ class Hub:
         self.sessions: set[Session] = set()
         self.by_user: dict[int, set[Session]] = {}
         self.by_family: dict[str, set[Session]] = {}
-        self._resync_all = False
+        self._resync_generation = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._refresh: asyncio.Task[None] | None = None
         # Counters for metrics and tests.
@@ -218,7 +220,9 @@ class Hub:
     async def _load(self, feed: Feed) -> None:
         # Subscribe before reading, so no change between the read and the
         # subscription is lost.
-        await self.broker.subscribe(self.keys.channel(feed.board))
+        generation = self.broker.generation
+        confirmed = await self.broker.subscribe(self.keys.channel(feed.board))
+        feed.generation = generation if confirmed else 0
         seq, rows = await self._read_top(feed)
         top = feed.top
         if top.seq > seq:
@@ -297,7 +301,7 @@ class Hub:
         async for event in self.broker.listen():
             try:
                 if event is RESYNC:
-                    self._resync_all = True
+                    self._resync_generation = self.broker.generation
                     continue
                 channel, data = event  # type: ignore[misc]
                 if channel == revocations:
@@ -333,10 +337,13 @@ class Hub:
 
     async def tick(self) -> None:
         self.ticks += 1
-        if self._resync_all:
-            self._resync_all = False
-            for feed in self.feeds.values():
+        generation = self._resync_generation
+        for feed in self.feeds.values():
+            # Loaded before the broker's latest (re)connection: changes may have been
+            # lost in between, so re-read it (one snapshot per socket).
+            if feed.generation < generation and feed.loaded.done():
                 feed.reload_due = True
+                feed.generation = generation
         for feed in [f for f in self.feeds.values() if f.reload_due and f.loaded.done()]:
             await self._reload(feed)
         dirty = [f for f in self.feeds.values() if f.dirty and f.loaded.done()]
