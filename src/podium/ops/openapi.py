@@ -1,4 +1,4 @@
-"""Build the OpenAPI 3.1 document from the app's routes and their `@spec` records.
+"""Build the OpenAPI 3.0 document from the app's routes and their `@spec` records.
 
 Schemas come from `msgspec.json.schema_components` over the very types the handlers
 decode and encode, so the document cannot drift from the code. Routes without a
@@ -21,6 +21,17 @@ from podium.api.spec import ErrorBody, Operation, Param, operation_of
 REF_TEMPLATE = "#/components/schemas/{name}"
 ERROR_REF = {"$ref": REF_TEMPLATE.format(name="ErrorBody")}
 _CONVERTOR = re.compile(r"\{([^}:]+)(?::[^}]+)?\}")
+
+TAGS = {
+    "auth": "Accounts and tokens: register, log in, refresh, log out.",
+    "games": "Games, their rules and their action points.",
+    "scores": "Score writes, durable before they are acknowledged.",
+    "leaderboards": "Pages, ranks, neighbours and friends on any board and period.",
+    "reports": "Top players of a date range.",
+    "admin": "Operator actions.",
+    "ops": "Health, readiness, metrics and this description.",
+    "web": "The web page.",
+}
 
 ERROR_MEANINGS = {
     400: "The request is malformed (not JSON, wrong framing).",
@@ -80,6 +91,59 @@ class _Schemas:
         return list(schemas), components
 
 
+def to_openapi30(node: Any) -> Any:
+    """Rewrite msgspec's JSON Schema 2020-12 into the OpenAPI 3.0 dialect.
+
+    The bundled Swagger UI (4.x) renders 3.0 documents only, so the document is 3.0.3:
+    `null` members become `nullable`, `const` an `enum`, tuples an `items` union.
+    """
+    if isinstance(node, list):
+        return [to_openapi30(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: to_openapi30(v) for k, v in node.items()}
+    for key in ("anyOf", "oneOf"):
+        if key in out and {"type": "null"} in out[key]:
+            rest = [item for item in out.pop(key) if item != {"type": "null"}]
+            if len(rest) == 1 and "$ref" not in rest[0]:
+                out.update(rest[0])
+            elif len(rest) == 1:
+                out["allOf"] = rest  # no siblings beside a $ref in 3.0
+            else:
+                out[key] = rest
+            out["nullable"] = True
+    if isinstance(out.get("type"), list):
+        types = [t for t in out["type"] if t != "null"]
+        if len(types) < len(out["type"]):
+            out["nullable"] = True
+        out["type"] = types[0] if len(types) == 1 else types
+        if len(types) > 1:
+            out["anyOf"] = [{"type": t} for t in out.pop("type")]
+    if "const" in out:
+        out["enum"] = [out.pop("const")]
+    if "enum" in out and "type" not in out and all(isinstance(v, str) for v in out["enum"]):
+        out["type"] = "string"
+    if "prefixItems" in out:
+        members: list[Any] = []
+        for item in out.pop("prefixItems"):
+            if item not in members:
+                members.append(item)
+        out["items"] = members[0] if len(members) == 1 else {"anyOf": members}
+    for bound in ("exclusiveMinimum", "exclusiveMaximum"):
+        value = out.get(bound)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out["minimum" if bound == "exclusiveMinimum" else "maximum"] = value
+            out[bound] = True
+    if out.pop("contentEncoding", None) == "base64":
+        out["format"] = "byte"
+    out.pop("contentMediaType", None)
+    if "examples" in out:
+        examples = out.pop("examples")
+        if examples:
+            out["example"] = examples[0]
+    return out
+
+
 def _param(name: str, where: str, param: Param, schema: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "name": name,
@@ -122,6 +186,7 @@ def build(routes: Iterable[BaseRoute], title: str = "Podium") -> dict[str, Any]:
         }
         pending.append((path, method, route, op, refs))
     built, components = schemas.build()
+    built, components = to_openapi30(built), to_openapi30(components)
 
     paths: dict[str, dict[str, Any]] = {}
     used_ids: set[str] = set()
@@ -166,7 +231,7 @@ def build(routes: Iterable[BaseRoute], title: str = "Podium") -> dict[str, Any]:
         paths.setdefault(template, {})[method.lower()] = operation
 
     return {
-        "openapi": "3.1.0",
+        "openapi": "3.0.3",
         "info": {
             "title": title,
             "version": podium.__version__,
@@ -176,7 +241,9 @@ def build(routes: Iterable[BaseRoute], title: str = "Podium") -> dict[str, Any]:
                 'body `{"error": {"code", "message", "details"}}`.'
             ),
         },
-        "paths": dict(sorted(paths.items())),
+        # The API first, then the operators' and the page's routes.
+        "paths": dict(sorted(paths.items(), key=lambda kv: (not kv[0].startswith("/api/"), kv[0]))),
+        "tags": [{"name": name, "description": text} for name, text in TAGS.items()],
         "components": {
             "schemas": dict(sorted(components.items())),
             "securitySchemes": {
