@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import msgspec
@@ -18,7 +19,7 @@ from podium.protocol import BoardChange, board_change_encoder
 from podium.settings import Settings
 from tests.boards_helpers import create_game, post_score, read_board
 from tests.conftest import Account, RunningApp, Stores, make_settings, register_and_login
-from tests.ws_helpers import open_ws, recv, recv_until, ws_url
+from tests.ws_helpers import closed_with, open_ws, recv, recv_until, send, ws_url
 
 
 def apply(board: dict[int, dict], msg: dict) -> dict[int, dict]:
@@ -186,3 +187,27 @@ async def test_a_client_that_stops_reading_delays_nobody(
     finally:
         await slow.close()
         await fast.close()
+
+
+async def test_period_rollover_closes_period_sockets_4010(
+    server: RunningApp, client: httpx.AsyncClient, admin: Account, player: Account
+) -> None:
+    assert server.services is not None
+    game = (await create_game(client, admin))["id"]
+    day = await open_ws(server, "scoreboard", player, game=game, period="day")
+    forever = await open_ws(server, "scoreboard", player, game=game)
+    try:
+        assert (await recv(day))["period"] == "day"
+        assert (await recv(forever))["period"] == "all"
+        tomorrow = datetime.now(UTC) + timedelta(days=1)
+        server.services.extras["clock"] = lambda: tomorrow
+        assert await closed_with(day) == 4010
+        await send(forever, {"type": "ping"})
+        assert (await recv(forever))["type"] == "pong"
+        # Reconnecting lands on the new day's board.
+        async with await open_ws(server, "scoreboard", player, game=game, period="day") as ws:
+            assert (await recv(ws))["period_start"] == tomorrow.date().isoformat()
+    finally:
+        server.services.extras.pop("clock", None)
+        await day.close()
+        await forever.close()

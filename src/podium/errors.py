@@ -84,10 +84,14 @@ WS_GOING_AWAY = CloseCode(1001, "going away", True, "the server is shutting down
 WS_UNSUPPORTED = CloseCode(1003, "unsupported data", False, "binary frames are not accepted")
 WS_TOO_BIG = CloseCode(1009, "message too big", False, "a frame exceeded the size limit")
 WS_INTERNAL = CloseCode(1011, "internal error", True, "unexpected server error; reconnect")
+WS_RESTART = CloseCode(1012, "service restart", True, "the server is restarting; reconnect")
 WS_TOKEN_EXPIRED = CloseCode(4001, "token expired", True, "refresh the token, then reconnect")
 WS_REVOKED = CloseCode(4003, "revoked", False, "the token was revoked (logout)")
 WS_POLICY = CloseCode(4008, "policy violation", False, "repeated malformed or abusive input")
 WS_SLOW = CloseCode(4009, "slow", True, "the client fell behind its pushes; reconnect")
+WS_PERIOD_ENDED = CloseCode(
+    4010, "period ended", True, "the day/week/month board rolled over; reconnect for the new one"
+)
 WS_RATE = CloseCode(4029, "rate limited", True, "too many messages per second; back off")
 WS_TOO_MANY_SOCKETS = CloseCode(4030, "too many sockets", False, "socket limit per user reached")
 
@@ -97,10 +101,12 @@ CLOSE_CODES: tuple[CloseCode, ...] = (
     WS_UNSUPPORTED,
     WS_TOO_BIG,
     WS_INTERNAL,
+    WS_RESTART,
     WS_TOKEN_EXPIRED,
     WS_REVOKED,
     WS_POLICY,
     WS_SLOW,
+    WS_PERIOD_ENDED,
     WS_RATE,
     WS_TOO_MANY_SOCKETS,
 )

@@ -17,7 +17,7 @@ from typing import Any
 
 from podium.boards.keys import BoardKeys, board_id
 from podium.boards.periods import PERIODS, Period, period_start
-from podium.errors import WS_GOING_AWAY, WS_REVOKED, invalid
+from podium.errors import WS_GOING_AWAY, WS_PERIOD_ENDED, WS_REVOKED, invalid
 from podium.protocol import (
     PageMsg,
     PageRow,
@@ -81,8 +81,11 @@ def parse_period(period: str) -> Period:
     return period  # type: ignore[return-value]
 
 
-def _today() -> date:
-    return datetime.now(UTC).date()
+def today(services: Any) -> date:
+    """The UTC day; `services.extras["clock"]` (the write path's test clock) when set."""
+    clock = services.extras.get("clock")
+    moment = clock() if clock is not None else datetime.now(UTC)
+    return moment.astimezone(UTC).date()
 
 
 class Hub:
@@ -99,6 +102,7 @@ class Hub:
         self.by_user: dict[int, set[Session]] = {}
         self.by_family: dict[str, set[Session]] = {}
         self._resync_generation = 0
+        self._day = today(services)
         self._tasks: list[asyncio.Task[None]] = []
         self._refresh: asyncio.Task[None] | None = None
         # Counters for metrics and tests.
@@ -167,7 +171,7 @@ class Hub:
     async def acquire(self, game: str, period: str) -> Feed:
         """The feed of a board's current period, loaded; release it when done."""
         p = parse_period(period)
-        start = period_start(p, _today())
+        start = period_start(p, today(self.services))
         board = board_id(game, p, start)
         feed = self.feeds.get(board)
         if feed is None:
@@ -337,6 +341,7 @@ class Hub:
 
     async def tick(self) -> None:
         self.ticks += 1
+        self._check_rollover()
         generation = self._resync_generation
         for feed in self.feeds.values():
             # Loaded before the broker's latest (re)connection: changes may have been
@@ -355,6 +360,24 @@ class Hub:
                 for feed in due:
                     feed.refresh_due = False
                 self._refresh = asyncio.create_task(self._refresh_reads(due))
+
+    def _check_rollover(self) -> None:
+        day = today(self.services)
+        if day == self._day:
+            return
+        self._day = day
+        for feed in list(self.feeds.values()):
+            if feed.period == "all" or feed.start == period_start(feed.period, day):
+                continue
+            # The period's board is final now; the client reconnects (or resubscribes)
+            # to the new period's board.
+            sessions = set(feed.watchers)
+            for watch in feed.pages.values():
+                sessions.update(watch.watchers)
+            for mine in feed.mine.values():
+                sessions.update(mine)
+            for session in sessions:
+                session.close_soon(WS_PERIOD_ENDED)
 
     async def _reload(self, feed: Feed) -> None:
         try:
