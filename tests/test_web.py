@@ -496,3 +496,46 @@ async def test_open_sockets_get_a_fresh_token_before_it_expires(stores: Stores, 
             await wait_order(tab, [me_again.id, me.id])
     finally:
         await drop_test_state(settings)
+
+
+PODIUM_JS_UNITS = """async () => {
+  const m = await import('/static/podium.js');
+  const out = {};
+  const board = new m.BoardState();
+  const row = (rank, user_id, score) => ({ rank, user_id, username: 'u' + user_id, score });
+  const top = [row(1, 1, 30), row(2, 2, 20), row(3, 3, 10)];
+  board.snapshot({ type: 'snapshot', seq: 5, entries: top });
+  out.stale = board.diff({ type: 'diff', seq: 5, prev_seq: 4, upserts: [], left: [] });
+  out.gap = board.diff({ type: 'diff', seq: 9, prev_seq: 7, upserts: [], left: [] });
+  out.applied = board.diff({
+    type: 'diff', seq: 8, prev_seq: 5,
+    upserts: [row(1, 3, 40), row(2, 1, 30), row(3, 2, 20), row(4, 4, 5)], left: [],
+  });
+  out.afterMove = board.entries.map(e => [e.rank, e.user_id, e.score]);
+  const swap = [row(3, 4, 25), row(4, 2, 20)];
+  board.diff({ type: 'diff', seq: 9, prev_seq: 8, upserts: swap, left: [] });
+  board.diff({ type: 'diff', seq: 10, prev_seq: 9, upserts: [], left: [2] });
+  out.afterLeave = board.entries.map(e => [e.rank, e.user_id]);
+  out.seq = board.seq;
+  const delays = [];
+  for (let attempt = 0; attempt < 12; attempt++) delays.push(m.backoff(attempt));
+  out.delays = delays;
+  out.uuids = [m.uuid4(), m.uuid4()];
+  return out;
+}"""
+
+
+async def test_podium_js_board_state_backoff_and_ids(server: RunningApp, tabs: Any) -> None:
+    tab = await tabs()
+    await tab.page.goto(server.url)
+    out = await tab.page.evaluate(PODIUM_JS_UNITS)
+    assert (out["stale"], out["gap"], out["applied"]) == ("stale", "gap", "applied")
+    assert out["afterMove"] == [[1, 3, 40], [2, 1, 30], [3, 2, 20], [4, 4, 5]]
+    assert out["afterLeave"] == [[1, 3], [2, 1], [3, 4]]
+    assert out["seq"] == 10
+    for attempt, delay in enumerate(out["delays"]):
+        ceiling = min(15000, 500 * 2**attempt)
+        assert ceiling / 2 <= delay <= ceiling, (attempt, delay)
+    assert out["uuids"][0] != out["uuids"][1]
+    for value in out["uuids"]:
+        assert str(uuid.UUID(value)) == value and uuid.UUID(value).version == 4
