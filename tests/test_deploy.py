@@ -205,6 +205,9 @@ def test_dockerfile_builds_with_uv_and_runs_unprivileged() -> None:
     env = " ".join(rest for word, rest in final if word == "ENV")
     assert "PODIUM_ENV=production" in env
     assert "SECRET_KEY" not in env, "the key comes from the environment at run time"
+    # Local state (the dev secret key, embedded databases) and .env never reach a build.
+    ignored = (DOCKERFILE.parent / "Dockerfile.dockerignore").read_text().split()
+    assert {".env", ".podium", ".venv", ".git"} <= set(ignored)
 
 
 # --- the same topology, without Docker ----------------------------------------------------
