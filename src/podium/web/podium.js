@@ -273,10 +273,15 @@ export class LiveSocket {
     this.renewTimer = null;
     this.closed = false;
     this.refreshNext = false;
+    this.refreshedInRun = false;
+    // Back online, or a phone's tab shown again: don't sit out the rest of a backoff.
     this._online = () => {
-      if (this.timer !== null) this._connectSoon(0);
+      if (this.timer !== null && globalThis.document?.visibilityState !== "hidden") {
+        this._connectSoon(0);
+      }
     };
     globalThis.addEventListener?.("online", this._online);
+    globalThis.document?.addEventListener("visibilitychange", this._online);
     client._sockets.add(this);
     this._connect();
   }
@@ -325,6 +330,7 @@ export class LiveSocket {
     ws.onopen = () => {
       opened = true;
       this.attempt = 0;
+      this.refreshedInRun = false;
       this._setStatus("open");
       this._scheduleRenewal(token);
     };
@@ -349,7 +355,11 @@ export class LiveSocket {
       }
       if (event.code === TOKEN_EXPIRED) this.refreshNext = true;
       // A refused handshake looks like 1006 before open; the token may be the cause.
-      if (!opened && this.attempt >= 1) this.refreshNext = true;
+      // Try a fresh one once per run of failures, not on every retry.
+      if (!opened && this.attempt >= 1 && !this.refreshedInRun) {
+        this.refreshNext = true;
+        this.refreshedInRun = true;
+      }
       this._retry(event.code);
     };
   }
@@ -405,6 +415,7 @@ export class LiveSocket {
     clearTimeout(this.renewTimer);
     this.timer = null;
     globalThis.removeEventListener?.("online", this._online);
+    globalThis.document?.removeEventListener("visibilitychange", this._online);
     this.client._sockets.delete(this);
     if (this.ws) {
       const ws = this.ws;
