@@ -255,3 +255,31 @@ async def test_rate_limit_per_user(stores: Stores) -> None:
     from tests.conftest import drop_test_state
 
     await drop_test_state(settings)
+
+
+async def test_replay_on_another_instance_returns_the_first_response(
+    server: RunningApp, client: httpx.AsyncClient, admin: Account, player: Account
+) -> None:
+    import asyncio
+
+    import msgspec
+
+    assert server.services is not None
+    game = (await create_game(client, admin))["id"]
+    event = str(uuid.uuid4())
+    first = await post_score(client, player, game, 9, event_id=event)
+    assert first.json()["rank"] == 1
+    seq = await server.services.pool.fetchval(
+        "SELECT seq FROM score_events WHERE event_id = $1", uuid.UUID(event)
+    )
+    async with asyncio.timeout(5):  # the ranks reach the log just after the ack
+        while not await server.services.pool.fetchval(
+            "SELECT count(*) FROM score_ranks WHERE seq = $1", seq
+        ):
+            await asyncio.sleep(0.01)
+    async with (
+        running_app(msgspec.structs.replace(server.settings)) as other,
+        httpx.AsyncClient(base_url=other.url + "/api/v1") as http2,
+    ):
+        again = await post_score(http2, player, game, 9, event_id=event)
+    assert again.json() == {**first.json(), "duplicate": True}

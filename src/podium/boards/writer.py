@@ -3,15 +3,17 @@
 Writes queue up; a single loop takes what is waiting (up to `max_batch`, or what
 arrives within `window_s` of the first), applies the whole batch in PostgreSQL with
 one statement (`podium_apply_scores`, committed before it returns), then applies
-the committed board rows to Redis with one EVALSHA of apply.lua, and only then
-resolves each caller. A write is acknowledged only after its commit; a PostgreSQL
-failure fails the batch with 503, never a silent success. A Redis failure does not
-fail the write (it is durable): the index is marked stale and rebuilt from the log.
+the committed board rows to Redis with one EVALSHA of apply.lua (overlapping the
+next batch's commit, in commit order), and only then resolves each caller. A write
+is acknowledged only after its commit; a PostgreSQL failure fails the batch with
+503, never a silent success. A Redis failure does not fail the write (it is
+durable): the index is marked stale and rebuilt from the log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import uuid
@@ -31,6 +33,7 @@ log = logging.getLogger("podium.writer")
 
 MAX_BATCH = 256
 WINDOW_S = 0.002
+RECENT_RANKS = 100_000
 
 _APPLY_SQL = (
     "SELECT * FROM podium_apply_scores($1::uuid[], $2::bigint[], $3::text[], $4::text[],"
@@ -139,6 +142,13 @@ class Writer:
         # their rows are re-applied to Redis once PostgreSQL answers again.
         self._uncertain: set[int] = set()
         self._closing = False
+        self._finishing: collections.deque[asyncio.Task[None]] = collections.deque()
+        # Ranks of recent events, for replays that arrive before the log has them.
+        self._recent: collections.OrderedDict[int, tuple[int | None, int | None]] = (
+            collections.OrderedDict()
+        )
+        self._rank_backlog: list[Outcome] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="podium-writer")
@@ -166,10 +176,13 @@ class Writer:
             if not self._pending:
                 self._wake.clear()
                 if self._closing:
-                    return
+                    break
                 continue
             if len(self._pending) < self.max_batch and self.window_s > 0 and not self._closing:
                 await asyncio.sleep(self.window_s)
+            # Commits may run one batch ahead of the Redis applies, never further.
+            while len(self._finishing) >= 2:
+                await self._finishing[0]
             batch = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
             if not self._pending:
@@ -181,6 +194,10 @@ class Writer:
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(exc)
+        while self._finishing:
+            await self._finishing[0]
+        if self._flusher is not None:
+            await self._flusher
 
     async def _process(self, batch: list[_Pending]) -> None:
         try:
@@ -198,29 +215,72 @@ class Writer:
                     await self._process([item])
                 return
             raise
-        outcomes = [self._outcome(r) for r in records]
-        applied = [
-            (i, ApplyEvent(board_id(p.write.game, "all", EPOCH), p.write.user_id, rows))
-            for i, (p, rec) in enumerate(zip(batch, records, strict=True))
-            if rec["status"] == "ok"
-            for rows in [rows_to_apply(p.write, rec, self.retention_days)]
-        ]
-        ranked: list[Outcome] = []
-        if applied:
-            ranks = await self._apply_redis([e for _, e in applied])
-            if ranks is not None:
-                for (i, _), (before, after) in zip(applied, ranks, strict=True):
-                    outcomes[i].previous_rank, outcomes[i].rank = before, after
-                ranked = [outcomes[i] for i, _ in applied]
-        for item, outcome in zip(batch, outcomes, strict=True):
-            if not item.future.done():
-                item.future.set_result(outcome)
-        if ranked:
-            # After the acks, before the next batch: a replay in a later batch of this
-            # process always finds the ranks in the logged response.
-            await self._store_ranks(ranked)
-        if self._uncertain:
-            await self._repair()
+        # The Redis apply of this batch overlaps the next batch's commit; applies stay
+        # in commit order because each waits for the previous one.
+        previous = self._finishing[-1] if self._finishing else None
+        task = asyncio.create_task(self._finish(previous, batch, records))
+        self._finishing.append(task)
+        task.add_done_callback(self._finishing.remove)
+
+    async def _finish(
+        self,
+        previous: asyncio.Task[None] | None,
+        batch: list[_Pending],
+        records: list[asyncpg.Record],
+    ) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
+        try:
+            outcomes = [self._outcome(r) for r in records]
+            applied = [
+                (i, ApplyEvent(board_id(p.write.game, "all", EPOCH), p.write.user_id, rows))
+                for i, (p, rec) in enumerate(zip(batch, records, strict=True))
+                if rec["status"] == "ok"
+                for rows in [rows_to_apply(p.write, rec, self.retention_days)]
+            ]
+            if applied:
+                ranks = await self._apply_redis([e for _, e in applied])
+                if ranks is not None:
+                    for (i, _), (before, after) in zip(applied, ranks, strict=True):
+                        outcomes[i].previous_rank, outcomes[i].rank = before, after
+                    self._remember_ranks([outcomes[i] for i, _ in applied])
+            for outcome in outcomes:
+                if outcome.status == "duplicate":
+                    self._recall_ranks(outcome)
+            for item, outcome in zip(batch, outcomes, strict=True):
+                if not item.future.done():
+                    item.future.set_result(outcome)
+            if self._uncertain:
+                await self._repair()
+        except Exception as exc:
+            log.exception("writer finish failed")
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+
+    def _remember_ranks(self, outcomes: list[Outcome]) -> None:
+        for o in outcomes:
+            if o.seq is not None:
+                self._recent[o.seq] = (o.rank, o.previous_rank)
+        while len(self._recent) > RECENT_RANKS:
+            self._recent.popitem(last=False)
+        self._rank_backlog.extend(outcomes)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_ranks())
+
+    def _recall_ranks(self, outcome: Outcome) -> None:
+        """A replay of a recent event: its ranks may not be in the log yet."""
+        response = outcome.response
+        if response is None or response.get("rank") is not None or outcome.seq is None:
+            return
+        known = self._recent.get(outcome.seq)
+        if known is not None:
+            outcome.response = {**response, "rank": known[0], "previous_rank": known[1]}
+
+    async def _flush_ranks(self) -> None:
+        while self._rank_backlog:
+            taken, self._rank_backlog = self._rank_backlog, []
+            await self._store_ranks(taken)
 
     async def _commit(self, writes: Sequence[Write]) -> list[asyncpg.Record]:
         starts: list[dict[str, date]] = [starts_for(w.created_at) for w in writes]  # type: ignore[misc]
@@ -271,19 +331,18 @@ class Writer:
             return None
 
     async def _store_ranks(self, outcomes: list[Outcome]) -> None:
-        """Keep the ranks in the logged response, so a replayed event gets them too."""
+        """Keep the ranks of the first response, so a replayed event gets them too."""
         try:
             await self.pool.execute(
-                "UPDATE score_events e SET response = e.response"
-                " || jsonb_build_object('rank', r.rank, 'previous_rank', r.prev)"
-                " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS r(seq, rank, prev)"
-                " WHERE e.seq = r.seq",
+                "INSERT INTO score_ranks (seq, rank, previous_rank)"
+                " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[])"
+                " ON CONFLICT (seq) DO NOTHING",
                 [o.seq for o in outcomes],
                 [o.rank for o in outcomes],
                 [o.previous_rank for o in outcomes],
             )
         except Exception as exc:
-            log.warning("could not store ranks in the log: %s", exc)
+            log.warning("could not store ranks: %s", exc)
 
     async def _repair(self) -> None:
         users, self._uncertain = list(self._uncertain), set()

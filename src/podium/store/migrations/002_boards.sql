@@ -49,6 +49,14 @@ CREATE UNIQUE INDEX score_events_event_id_key ON score_events (event_id);
 CREATE INDEX score_events_user_idx ON score_events (user_id, game_id, created_at);
 CREATE INDEX score_events_game_time_idx ON score_events (game_id, created_at);
 
+-- The ranks of each accepted write's first response, for replays. Unlogged: cheap to
+-- write, and after a crash a replay merely answers without ranks.
+CREATE UNLOGGED TABLE score_ranks (
+    seq           bigint PRIMARY KEY,
+    rank          bigint,
+    previous_rank bigint
+);
+
 -- Writes refused as suspicious jumps: kept apart so the log holds accepted writes only.
 CREATE TABLE score_flags (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -80,30 +88,12 @@ CREATE TABLE board_values (
 );
 CREATE INDEX board_values_user_idx ON board_values (user_id);
 
--- One board row: the new value of (game, period, start, user) computed by an operator.
--- Returns NULL when the value does not change (the row is then left alone).
-CREATE FUNCTION podium_next_value(op text, descending boolean, old bigint, input bigint)
-RETURNS bigint LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
-    IF op = 'best' THEN
-        IF old IS NULL THEN RETURN input; END IF;
-        IF descending AND input > old THEN RETURN input; END IF;
-        IF NOT descending AND input < old THEN RETURN input; END IF;
-        RETURN old;
-    ELSIF op = 'sum' THEN
-        RETURN coalesce(old, 0) + input;
-    ELSIF op = 'last' THEN
-        RETURN input;
-    ELSIF op = 'decr' THEN
-        RETURN coalesce(old, 0) - input;
-    END IF;
-    RAISE EXCEPTION 'unknown operator %', op;
-END $$;
-
 -- Apply a batch of writes in order, in the caller's transaction.
 -- Statuses: ok, duplicate, conflict, no_game, no_user, voided, no_action,
 -- out_of_bounds, overflow, suspicious. Only `ok` inserts an event; b_* list the
 -- board rows it changed (their new state), in order, for the Redis apply.
+-- Operators: best keeps the better value per the order, sum adds, last replaces,
+-- decr subtracts; on a period board over that period's writes only.
 CREATE FUNCTION podium_apply_scores(
     p_event_ids uuid[], p_users bigint[], p_games text[], p_kinds text[],
     p_inputs bigint[], p_actions text[], p_hashes text[], p_created timestamptz[],
@@ -115,27 +105,30 @@ CREATE FUNCTION podium_apply_scores(
 ) LANGUAGE plpgsql AS $$
 DECLARE
     max_abs constant bigint := 9007199254740991;  -- 2^53 - 1: exact in a double
+    periods constant text[] := ARRAY['all', 'day', 'week', 'month'];
     n int := coalesce(array_length(p_event_ids, 1), 0);
     u bigint;
     g games%ROWTYPE;
     prev score_events%ROWTYPE;
+    any_seen boolean;
+    checked_users bigint[] := '{}';
     user_voided timestamptz;
-    cur bigint;
-    greached bigint;
     v_input bigint;
     descending boolean;
-    periods text[] := ARRAY['all', 'day', 'week', 'month'];
     starts date[];
     olds bigint[];
     news bigint[];
-    gold bigint;
-    gnew bigint;
+    golds bigint[];
+    greached bigint[];
+    gnews bigint[];
+    k int;
+    cur bigint;
+    cur_reached bigint;
     improvement bigint;
     window_sum bigint;
     new_seq bigint;
     resp jsonb;
     bad boolean;
-    k int;
 BEGIN
     -- Every row of a user (its game rows and its global rows) is written under this
     -- lock, taken in user order so two batches never deadlock: a row's last_seq then
@@ -143,25 +136,38 @@ BEGIN
     FOR u IN SELECT DISTINCT x FROM unnest(p_users) AS x ORDER BY x LOOP
         PERFORM pg_advisory_xact_lock(hashtextextended('podium:user:' || u::text, 0));
     END LOOP;
+    -- Replays are rare: look each event up only when the batch holds one.
+    any_seen := EXISTS (SELECT 1 FROM score_events e WHERE e.event_id = ANY (p_event_ids));
 
     FOR i IN 1..n LOOP
         idx := i; seq := NULL; value_before := NULL; value_after := NULL; response := NULL;
         b_games := '{}'; b_periods := '{}'; b_starts := '{}'; b_values := '{}';
         b_reached := '{}'; b_last := '{}';
 
-        SELECT * INTO prev FROM score_events e WHERE e.event_id = p_event_ids[i];
-        IF FOUND THEN
-            status := CASE WHEN prev.payload_hash = p_hashes[i] THEN 'duplicate' ELSE 'conflict' END;
-            seq := prev.seq; value_before := prev.value_before; value_after := prev.value_after;
-            response := prev.response;
-            RETURN NEXT; CONTINUE;
+        IF any_seen THEN
+            SELECT * INTO prev FROM score_events e WHERE e.event_id = p_event_ids[i];
+            IF FOUND THEN
+                status := CASE WHEN prev.payload_hash = p_hashes[i] THEN 'duplicate'
+                               ELSE 'conflict' END;
+                seq := prev.seq; value_before := prev.value_before;
+                value_after := prev.value_after;
+                response := prev.response || coalesce((SELECT jsonb_build_object(
+                    'rank', r.rank, 'previous_rank', r.previous_rank)
+                    FROM score_ranks r WHERE r.seq = prev.seq), '{}');
+                RETURN NEXT; CONTINUE;
+            END IF;
         END IF;
 
-        SELECT * INTO g FROM games WHERE id = p_games[i];
-        IF NOT FOUND THEN status := 'no_game'; RETURN NEXT; CONTINUE; END IF;
-        SELECT voided_at INTO user_voided FROM users WHERE id = p_users[i];
-        IF NOT FOUND THEN status := 'no_user'; RETURN NEXT; CONTINUE; END IF;
-        IF user_voided IS NOT NULL THEN status := 'voided'; RETURN NEXT; CONTINUE; END IF;
+        IF g.id IS DISTINCT FROM p_games[i] THEN
+            SELECT * INTO g FROM games WHERE id = p_games[i];
+            IF NOT FOUND THEN status := 'no_game'; RETURN NEXT; CONTINUE; END IF;
+        END IF;
+        IF NOT (p_users[i] = ANY (checked_users)) THEN
+            SELECT voided_at INTO user_voided FROM users WHERE id = p_users[i];
+            IF NOT FOUND THEN status := 'no_user'; RETURN NEXT; CONTINUE; END IF;
+            IF user_voided IS NOT NULL THEN status := 'voided'; RETURN NEXT; CONTINUE; END IF;
+            checked_users := checked_users || p_users[i];
+        END IF;
 
         IF p_kinds[i] = 'action' THEN
             SELECT points INTO v_input FROM game_actions a
@@ -178,40 +184,55 @@ BEGIN
 
         descending := g.sort_order = 'desc';
         starts := ARRAY['1970-01-01'::date, p_days[i], p_weeks[i], p_months[i]];
-        olds := ARRAY[NULL, NULL, NULL, NULL]::bigint[];
-        news := ARRAY[NULL, NULL, NULL, NULL]::bigint[];
+        olds := '{NULL,NULL,NULL,NULL}';
+        news := '{NULL,NULL,NULL,NULL}';
+        FOR k, cur IN
+            SELECT array_position(periods, bv.period), bv.value FROM board_values bv
+             WHERE bv.game_id = g.id AND bv.user_id = p_users[i]
+               AND (bv.period, bv.period_start) IN (('all', starts[1]), ('day', starts[2]),
+                                                    ('week', starts[3]), ('month', starts[4]))
+        LOOP
+            olds[k] := cur;
+        END LOOP;
         bad := false;
         FOR k IN 1..4 LOOP
-            SELECT bv.value INTO cur FROM board_values bv
-             WHERE bv.game_id = g.id AND bv.period = periods[k]
-               AND bv.period_start = starts[k] AND bv.user_id = p_users[i];
-            olds[k] := cur;
-            BEGIN
-                news[k] := podium_next_value(g.operator, descending, olds[k], v_input);
-            EXCEPTION WHEN numeric_value_out_of_range THEN
-                bad := true;
-            END;
-            IF bad OR abs(news[k]) > max_abs THEN bad := true; EXIT; END IF;
+            news[k] := CASE g.operator
+                WHEN 'best' THEN CASE WHEN olds[k] IS NULL THEN v_input
+                                      WHEN descending THEN greatest(olds[k], v_input)
+                                      ELSE least(olds[k], v_input) END
+                WHEN 'sum' THEN coalesce(olds[k], 0) + v_input
+                WHEN 'last' THEN v_input
+                ELSE coalesce(olds[k], 0) - v_input END;
+            IF abs(news[k]) > max_abs THEN bad := true; END IF;
         END LOOP;
         IF bad THEN status := 'overflow'; RETURN NEXT; CONTINUE; END IF;
 
         -- The global board sums a user's values over desc games, period by period.
         IF descending THEN
+            golds := '{NULL,NULL,NULL,NULL}';
+            greached := '{NULL,NULL,NULL,NULL}';
+            gnews := '{NULL,NULL,NULL,NULL}';
+            FOR k, cur, cur_reached IN
+                SELECT array_position(periods, bv.period), bv.value, bv.reached_seq
+                  FROM board_values bv
+                 WHERE bv.game_id = 'global' AND bv.user_id = p_users[i]
+                   AND (bv.period, bv.period_start) IN (('all', starts[1]), ('day', starts[2]),
+                                                        ('week', starts[3]), ('month', starts[4]))
+            LOOP
+                golds[k] := cur; greached[k] := cur_reached;
+            END LOOP;
             FOR k IN 1..4 LOOP
                 IF olds[k] IS DISTINCT FROM news[k] THEN
-                    SELECT bv.value INTO gold FROM board_values bv
-                     WHERE bv.game_id = 'global' AND bv.period = periods[k]
-                       AND bv.period_start = starts[k] AND bv.user_id = p_users[i];
-                    IF abs(coalesce(gold, 0) + news[k] - coalesce(olds[k], 0)) > max_abs THEN
-                        bad := true;
-                    END IF;
+                    gnews[k] := coalesce(golds[k], 0) + news[k] - coalesce(olds[k], 0);
+                    IF abs(gnews[k]) > max_abs THEN bad := true; END IF;
                 END IF;
             END LOOP;
             IF bad THEN status := 'overflow'; RETURN NEXT; CONTINUE; END IF;
         END IF;
 
         IF g.max_delta IS NOT NULL THEN
-            improvement := (news[1] - coalesce(olds[1], 0)) * CASE WHEN descending THEN 1 ELSE -1 END;
+            improvement := (news[1] - coalesce(olds[1], 0))
+                           * CASE WHEN descending THEN 1 ELSE -1 END;
             IF improvement > 0 THEN
                 SELECT coalesce(sum(e.delta * CASE WHEN descending THEN 1 ELSE -1 END), 0)
                   INTO window_sum FROM score_events e
@@ -221,68 +242,80 @@ BEGIN
                 IF window_sum + improvement > g.max_delta THEN
                     INSERT INTO score_flags (event_id, user_id, game_id, kind, input, action,
                         delta, window_sum, reason, created_at, client_addr, credential)
-                    VALUES (p_event_ids[i], p_users[i], g.id, p_kinds[i], v_input, p_actions[i],
-                        news[1] - coalesce(olds[1], 0), window_sum, 'max_delta', p_created[i],
-                        p_addrs[i], p_creds[i]);
+                    VALUES (p_event_ids[i], p_users[i], g.id, p_kinds[i], v_input,
+                        p_actions[i], news[1] - coalesce(olds[1], 0), window_sum, 'max_delta',
+                        p_created[i], p_addrs[i], p_creds[i]);
                     status := 'suspicious'; RETURN NEXT; CONTINUE;
                 END IF;
             END IF;
         END IF;
 
-        value_before := olds[1];
-        value_after := news[1];
         resp := jsonb_build_object(
             'game', g.id, 'user_id', p_users[i], 'score', news[1],
             'delta', news[1] - coalesce(olds[1], 0),
             'rank', NULL, 'previous_rank', NULL, 'duplicate', false);
+        new_seq := NULL;
         INSERT INTO score_events AS e (event_id, user_id, game_id, kind, input, action, delta,
-            value_before, value_after, created_at, client_addr, credential, payload_hash, response)
+            value_before, value_after, created_at, client_addr, credential, payload_hash,
+            response)
         VALUES (p_event_ids[i], p_users[i], g.id, p_kinds[i], v_input, p_actions[i],
             news[1] - coalesce(olds[1], 0), olds[1], news[1], p_created[i], p_addrs[i],
             p_creds[i], p_hashes[i], resp)
         ON CONFLICT (event_id) DO NOTHING
         RETURNING e.seq INTO new_seq;
         IF new_seq IS NULL THEN
-            -- Another transaction committed the same event id meanwhile.
+            -- The same event id earlier in this batch, or committed by another
+            -- transaction meanwhile.
             SELECT * INTO prev FROM score_events e WHERE e.event_id = p_event_ids[i];
-            status := CASE WHEN prev.payload_hash = p_hashes[i] THEN 'duplicate' ELSE 'conflict' END;
-            seq := prev.seq; value_before := prev.value_before; value_after := prev.value_after;
-            response := prev.response;
+            status := CASE WHEN prev.payload_hash = p_hashes[i] THEN 'duplicate'
+                           ELSE 'conflict' END;
+            seq := prev.seq; value_before := prev.value_before;
+            value_after := prev.value_after;
+            response := prev.response || coalesce((SELECT jsonb_build_object(
+                'rank', r.rank, 'previous_rank', r.previous_rank)
+                FROM score_ranks r WHERE r.seq = prev.seq), '{}');
             RETURN NEXT; CONTINUE;
         END IF;
         seq := new_seq;
+        value_before := olds[1];
+        value_after := news[1];
         response := resp;
-        new_seq := NULL;
 
+        -- reached_seq moves only when the value changes: ties keep the earlier.
+        INSERT INTO board_values AS bv (game_id, period, period_start, user_id, value,
+            reached_seq, reached_at, last_seq)
+        SELECT g.id, periods[j], starts[j], p_users[i], news[j], new_seq, p_created[i], new_seq
+          FROM generate_series(1, 4) AS j
+         WHERE olds[j] IS DISTINCT FROM news[j]
+        ON CONFLICT (game_id, period, period_start, user_id) DO UPDATE
+            SET value = EXCLUDED.value, reached_seq = EXCLUDED.reached_seq,
+                reached_at = EXCLUDED.reached_at, last_seq = EXCLUDED.last_seq;
+        IF descending THEN
+            INSERT INTO board_values AS bv (game_id, period, period_start, user_id, value,
+                reached_seq, reached_at, last_seq)
+            SELECT 'global', periods[j], starts[j], p_users[i], gnews[j], new_seq,
+                   p_created[i], new_seq
+              FROM generate_series(1, 4) AS j
+             WHERE olds[j] IS DISTINCT FROM news[j]
+            ON CONFLICT (game_id, period, period_start, user_id) DO UPDATE
+                SET value = EXCLUDED.value,
+                    reached_seq = CASE WHEN EXCLUDED.value = bv.value THEN bv.reached_seq
+                                       ELSE EXCLUDED.reached_seq END,
+                    reached_at = CASE WHEN EXCLUDED.value = bv.value THEN bv.reached_at
+                                      ELSE EXCLUDED.reached_at END,
+                    last_seq = EXCLUDED.last_seq;
+        END IF;
         FOR k IN 1..4 LOOP
             IF olds[k] IS DISTINCT FROM news[k] THEN
-                -- reached_seq moves only when the value changes: ties keep the earlier.
-                INSERT INTO board_values AS bv (game_id, period, period_start, user_id, value,
-                    reached_seq, reached_at, last_seq)
-                VALUES (g.id, periods[k], starts[k], p_users[i], news[k], seq, p_created[i], seq)
-                ON CONFLICT (game_id, period, period_start, user_id) DO UPDATE
-                    SET value = EXCLUDED.value, reached_seq = EXCLUDED.reached_seq,
-                        reached_at = EXCLUDED.reached_at, last_seq = EXCLUDED.last_seq;
                 b_games := b_games || g.id; b_periods := b_periods || periods[k];
                 b_starts := b_starts || starts[k]; b_values := b_values || news[k];
-                b_reached := b_reached || seq; b_last := b_last || seq;
+                b_reached := b_reached || new_seq; b_last := b_last || new_seq;
                 IF descending THEN
-                    INSERT INTO board_values AS bv (game_id, period, period_start, user_id, value,
-                        reached_seq, reached_at, last_seq)
-                    VALUES ('global', periods[k], starts[k], p_users[i],
-                        news[k] - coalesce(olds[k], 0), seq, p_created[i], seq)
-                    ON CONFLICT (game_id, period, period_start, user_id) DO UPDATE
-                        SET value = bv.value + EXCLUDED.value,
-                            reached_seq = CASE WHEN EXCLUDED.value = 0 THEN bv.reached_seq
-                                               ELSE EXCLUDED.reached_seq END,
-                            reached_at = CASE WHEN EXCLUDED.value = 0 THEN bv.reached_at
-                                              ELSE EXCLUDED.reached_at END,
-                            last_seq = EXCLUDED.last_seq
-                    RETURNING bv.value, bv.reached_seq INTO gnew, greached;
                     b_games := b_games || 'global'::text; b_periods := b_periods || periods[k];
-                    b_starts := b_starts || starts[k]; b_values := b_values || gnew;
-                    b_reached := b_reached || greached;
-                    b_last := b_last || seq;
+                    b_starts := b_starts || starts[k]; b_values := b_values || gnews[k];
+                    b_reached := b_reached || CASE WHEN gnews[k] = golds[k] THEN greached[k]
+                                                   ELSE new_seq END;
+                    b_last := b_last || new_seq;
                 END IF;
             END IF;
         END LOOP;
