@@ -157,6 +157,14 @@ async def test_migrate_applies_each_migration_once(stores: Stores, tmp_path: Pat
     assert not (tmp_path / "data").exists()
 
 
+def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
+    env = clean_env(DATABASE_URL=f"postgresql://podium@127.0.0.1:{free_port()}/podium")
+    result = podium("migrate", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("podium: error: cannot use the configured stores")
+    assert "Traceback" not in result.stderr
+
+
 async def test_create_admin_then_log_in_as_admin(stores: Stores, tmp_path: Path) -> None:
     async with schema_env(stores, tmp_path) as (schema, env):
         args = ("create-admin", "--username", "Boss", "--email", "boss@example.com")

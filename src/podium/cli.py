@@ -217,6 +217,13 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def _is_store_error(exc: BaseException) -> bool:
+    # Refused connections, bad credentials, unknown databases: the user's to fix, so a
+    # sentence rather than a traceback.
+    module = type(exc).__module__
+    return isinstance(exc, OSError) or module.startswith(("asyncpg", "redis"))
+
+
 def main(argv: list[str] | None = None) -> int:
     from podium.logs import setup_logging
 
@@ -230,6 +237,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args, settings) or 0)
     except (SettingsError, EmbeddedError, CliError) as exc:
         print(f"podium: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if not _is_store_error(exc):
+            raise
+        print(f"podium: error: cannot use the configured stores: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
