@@ -28,6 +28,7 @@ from podium.errors import (
     bad_request,
     forbidden,
     invalid,
+    unavailable,
 )
 from podium.protocol import (
     Ack,
@@ -410,6 +411,10 @@ class Endpoint:
             await channel.prepare()
         except ApiError as exc:
             await refuse(ws, exc)
+            return
+        except Exception:
+            log.exception("websocket handshake failed")
+            await refuse(ws, unavailable("the board cannot be read right now"))
             return
         session = Session(
             services, principal, receive, send, hub.limits, hub.unregister, channel.rate()

@@ -15,6 +15,8 @@ import logging
 from datetime import UTC, date, datetime
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from podium.boards.keys import BoardKeys, board_id
 from podium.boards.periods import PERIODS, Period, period_start
 from podium.errors import WS_GOING_AWAY, WS_PERIOD_ENDED, WS_REVOKED, invalid
@@ -213,7 +215,12 @@ class Hub:
 
         # Seq first, then the rows: a change in between is folded on top of this read
         # (every change carries the whole top), so the window converges either way.
-        raw = await self.services.redis.get(self.keys.seq(feed.board))
+        try:
+            raw = await self.services.redis.get(self.keys.seq(feed.board))
+        except RedisError:
+            # Redis is down: the rows come from PostgreSQL; the broker's reconnection
+            # re-reads this board (with its real seq) once Redis is back.
+            raw = None
         page = await top_page(self.services, feed.game, feed.period, at=feed.start, limit=TOP_N)
         rows = [
             Row(rank=e.rank, user_id=e.user_id, username=e.username, score=e.score)
