@@ -223,8 +223,22 @@ async def wait_order(tab: Tab, ids: list[int], timeout: float = 1000) -> None:
     )
 
 
+DOT_STYLE = """() => {
+  const style = getComputedStyle(document.querySelector('#conn .conn-dot'));
+  const probe = document.createElement('span');
+  document.body.append(probe);
+  probe.style.color = 'var(--ok)';
+  const ok = getComputedStyle(probe).color;
+  probe.remove();
+  return [style.animationName, style.backgroundColor, ok];
+}"""
+
+
 async def wait_live(tab: Tab, timeout: float = 5000) -> None:
     await expect(tab.page.locator("#conn")).to_have_attribute("data-state", "live", timeout=timeout)
+    # The dot says so too: steady (no pulse) and in the "ok" colour.
+    animation, colour, ok = await tab.page.evaluate(DOT_STYLE)
+    assert animation == "none" and colour == ok, (animation, colour, ok)
 
 
 async def settled(page: Any) -> None:
