@@ -12,12 +12,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 
+import asyncpg
 import bcrypt
 import httpx
 import jwt
 import pytest
 import redis.asyncio as aioredis
 
+from podium.embedded import free_port
 from podium.settings import Settings
 from tests.conftest import (
     TEST_PASSWORD,
@@ -460,11 +462,13 @@ async def test_logout_revokes_access_and_refresh_at_once(
         await pubsub.aclose()
         await redis.aclose()
 
-    # The denylist entry lives as long as the token would have, not forever.
+    # The denylist entries live as long as the tokens they stop could, not forever.
     assert server.services is not None
     jti = jwt.decode(player.access_token, options={"verify_signature": False})["jti"]
     ttl = await server.services.redis.ttl(server.services.keys.deny_jti(jti))
     assert 0 < ttl <= settings.access_token_ttl
+    ttl = await server.services.redis.ttl(server.services.keys.deny_family(family))
+    assert 0 < ttl <= settings.access_token_ttl + 60
 
     assert await _me_status(client, other_session.access_token) == 200
 
@@ -520,3 +524,35 @@ async def test_passwords_are_stored_as_bcrypt_cost_12(stores: Stores) -> None:
         assert body["password"] not in stored
         login = {"username": body["username"], "password": body["password"]}
         assert (await http.post("/auth/login", json=login)).status_code == 200
+
+
+# --- Redis down -----------------------------------------------------------------------
+
+
+async def test_accounts_keep_working_while_redis_is_down(stores: Stores) -> None:
+    settings = make_settings(stores, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        async with (
+            running_app(settings) as app,
+            httpx.AsyncClient(base_url=app.url + "/api/v1") as http,
+        ):
+            # The throttles fail open; tokens are checked against PostgreSQL.
+            account = await register_and_login(http)
+            assert await _me_status(http, account.access_token) == 200
+            r = await _refresh(http, account.refresh_token)
+            assert r.status_code == 200
+            pair = r.json()
+
+            # Logout cannot reach the denylist: the family ends in PostgreSQL at once,
+            # and the caller is told to retry rather than told it is done.
+            r = await http.post("/auth/logout", headers=bearer(pair["access_token"]))
+            assert r.status_code == 503
+            assert r.json()["error"]["code"] == "unavailable"
+            assert await _me_status(http, pair["access_token"]) == 401
+            assert (await _refresh(http, pair["refresh_token"])).status_code == 401
+    finally:
+        conn = await asyncpg.connect(stores.database_url)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{settings.db_schema}" CASCADE')
+        finally:
+            await conn.close()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 import time
 import uuid
 from datetime import UTC, datetime
 
 import msgspec
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -18,9 +21,11 @@ from podium.auth import ratelimit
 from podium.auth.guards import require_user
 from podium.auth.passwords import hash_password, verify_password
 from podium.auth.tokens import TokenError
-from podium.errors import ApiError, conflict, invalid, unauthorized
+from podium.errors import ApiError, conflict, invalid, unauthorized, unavailable
 from podium.services import Services
 from podium.store import users
+
+log = logging.getLogger("podium.auth")
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 # Pragmatic, not RFC 5322: one @, a dot in the domain, no spaces or control characters
@@ -102,13 +107,8 @@ async def register(request: Request) -> Response:
     body = await read_json(request, RegisterIn, services.settings.max_body_bytes)
     if errors := validate_registration(body):
         raise invalid("registration is invalid", errors)
-    await ratelimit.enforce(
-        services.redis,
-        services.keys,
-        "register",
-        client_ip(request),
-        services.settings.registrations_per_minute,
-        60,
+    await throttle(
+        services, "register", client_ip(request), services.settings.registrations_per_minute
     )
     hashed = await hash_password(body.password, services.settings.bcrypt_rounds)
     try:
@@ -133,12 +133,8 @@ async def login(request: Request) -> Response:
     if not login_name or (body.username is not None and body.email is not None):
         raise invalid("give either username or email", {"username": "or email, one of them"})
     limit = services.settings.login_attempts_per_minute
-    await ratelimit.enforce(
-        services.redis, services.keys, "login-ip", client_ip(request), limit * 5, 60
-    )
-    await ratelimit.enforce(
-        services.redis, services.keys, "login-user", login_name.lower(), limit, 60
-    )
+    await throttle(services, "login-ip", client_ip(request), limit * 5)
+    await throttle(services, "login-user", login_name.lower(), limit)
     # No stored name holds a NUL (PostgreSQL text cannot): such a name is just unknown.
     found = (
         await users.find_login(services.pool, login_name, by_email=body.username is None)
@@ -176,7 +172,11 @@ async def refresh(request: Request) -> Response:
             # A spent token used again means it leaked: end the whole family.
             await users.revoke_family(conn, family)
     if state == "reused":
-        await deny_family(services, family.hex)
+        try:
+            await deny_family(services, family.hex)
+        except RedisError:
+            # Revoked in PostgreSQL already, which the guards consult while Redis is down.
+            log.warning("refresh reuse: family not denied in redis", extra={"family": family.hex})
     if state != "ok":
         raise unauthorized("invalid refresh token")
     user = await users.get_user(services.pool, int(claims["sub"]))
@@ -185,24 +185,48 @@ async def refresh(request: Request) -> Response:
     return JSON(await issue_pair(services, user, family))
 
 
+async def throttle(services: Services, bucket: str, who: str, per_minute: int) -> None:
+    """429 over the limit. With Redis down it lets the request through: accounts keep
+    working in an outage, and bcrypt still makes every guess cost a quarter second."""
+    try:
+        await ratelimit.enforce(services.redis, services.keys, bucket, who, per_minute, 60)
+    except RedisError:
+        log.warning("rate limit skipped: redis unavailable", extra={"bucket": bucket})
+
+
 async def deny_family(services: Services, family: str) -> None:
     """Every access token of the family stops working now, on every instance."""
-    await services.redis.set(services.keys.deny_family(family), "1", ex=services.tokens.refresh_ttl)
+    # Only access tokens need the denylist (refresh tokens are checked in PostgreSQL),
+    # and none of the family outlives one access lifetime from now; the margin covers a
+    # refresh that was in flight while the family was revoked.
+    ttl = services.tokens.access_ttl + 60
+    await services.redis.set(services.keys.deny_family(family), "1", ex=ttl)
     await services.redis.publish(services.keys.revocations, family)
 
 
-@spec(summary="Log out: revoke this token's family at once", tag="auth", status=204, auth=True)
+@spec(
+    summary="Log out: revoke this token's family at once",
+    tag="auth",
+    status=204,
+    auth=True,
+    errors=(503,),
+)
 async def logout(request: Request) -> Response:
     services = services_of(request)
     principal = await require_user(request)
-    ttl = max(1, principal.exp - int(time.time()))
-    await services.redis.set(services.keys.deny_jti(principal.jti), "1", ex=ttl)
+    # PostgreSQL first: the refresh family ends for good even if Redis fails next.
     if principal.family:
-        try:
+        with contextlib.suppress(ValueError):
             await users.revoke_family(services.pool, uuid.UUID(principal.family))
-        except ValueError:
-            pass
-        await deny_family(services, principal.family)
+    ttl = max(1, principal.exp - int(time.time()))
+    try:
+        await services.redis.set(services.keys.deny_jti(principal.jti), "1", ex=ttl)
+        if principal.family:
+            await deny_family(services, principal.family)
+    except RedisError:
+        # The guards fall back to PostgreSQL only while Redis is down; once it is back,
+        # only the denylist stops this access token. Not done yet: say so, retry works.
+        raise unavailable("logout is not complete; retry") from None
     return Response(status_code=204)
 
 
