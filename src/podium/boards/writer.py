@@ -181,8 +181,10 @@ class Writer:
             if len(self._pending) < self.max_batch and self.window_s > 0 and not self._closing:
                 await asyncio.sleep(self.window_s)
             # Commits may run one batch ahead of the Redis applies, never further.
+            self._prune()
             while len(self._finishing) >= 2:
-                await self._finishing[0]
+                await asyncio.wait([self._finishing[0]])
+                self._prune()
             batch = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
             if not self._pending:
@@ -195,7 +197,8 @@ class Writer:
                     if not item.future.done():
                         item.future.set_exception(exc)
         while self._finishing:
-            await self._finishing[0]
+            await asyncio.wait([self._finishing[0]])
+            self._prune()
         if self._flusher is not None:
             await self._flusher
 
@@ -220,7 +223,10 @@ class Writer:
         previous = self._finishing[-1] if self._finishing else None
         task = asyncio.create_task(self._finish(previous, batch, records))
         self._finishing.append(task)
-        task.add_done_callback(self._finishing.remove)
+
+    def _prune(self) -> None:
+        while self._finishing and self._finishing[0].done():
+            self._finishing.popleft()
 
     async def _finish(
         self,
