@@ -14,6 +14,7 @@
 /** Close codes after which reconnecting cannot help (see docs/protocol.md). */
 const FINAL_CLOSE_CODES = new Set([1000, 1003, 1008, 1009, 4003, 4008, 4030]);
 const TOKEN_EXPIRED = 4001;
+const PERIOD_ENDED = 4010;
 
 /** An error answered by the API: `status`, `code`, `message`, `details`. */
 export class PodiumError extends Error {
@@ -165,6 +166,9 @@ export class Podium {
     const board = new BoardState();
     const live = new LiveSocket(this, "/ws/v1/scoreboard", { game, period }, {
       since: () => board.seq,
+      onNewBoard: () => {
+        board.seq = null; // resume without `since`: the server sends a snapshot
+      },
       onStatus,
       onMessage: (msg) => {
         if (msg.type === "snapshot") {
@@ -259,8 +263,9 @@ function normalise(entries) {
  * refreshes the token on 4001, resumes with `since` when the caller gives one.
  */
 export class LiveSocket {
-  constructor(client, path, params, { onMessage, onStatus, since = () => null }) {
+  constructor(client, path, params, { onMessage, onStatus, onNewBoard, since = () => null }) {
     this.client = client;
+    this.onNewBoard = onNewBoard;
     this.path = path;
     this.params = params;
     this.onMessage = onMessage;
@@ -354,6 +359,8 @@ export class LiveSocket {
         return;
       }
       if (event.code === TOKEN_EXPIRED) this.refreshNext = true;
+      // A new day/week/month is a new board: its seqs say nothing about the old one's.
+      if (event.code === PERIOD_ENDED) this.onNewBoard?.();
       // A refused handshake looks like 1006 before open; the token may be the cause.
       // Try a fresh one once per run of failures, not on every retry.
       if (!opened && this.attempt >= 1 && !this.refreshedInRun) {
