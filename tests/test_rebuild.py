@@ -61,29 +61,31 @@ async def recompute(pool: asyncpg.Pool) -> Zsets:
         " FROM score_events e JOIN games g ON g.id = e.game_id"
         " WHERE e.voided_at IS NULL ORDER BY e.seq"
     )
-    state: dict[tuple[str, str, object, int], tuple[int, int]] = {}
+    state: dict[tuple[str, str, object, int], tuple[int, int, int]] = {}
     desc_of: dict[str, bool] = {"global": True}
     for e in events:
         desc = e["sort_order"] == "desc"
         desc_of[e["game_id"]] = desc
+        ms = int(e["created_at"].timestamp() * 1000)
         for period, start in starts_for(e["created_at"]).items():
             key = (e["game_id"], period, start, e["user_id"])
             old = state.get(key)
             new = _next(e["operator"], desc, old[0] if old else None, e["input"])
             if old is not None and old[0] == new:
                 continue
-            state[key] = (new, e["seq"])
+            state[key] = (new, e["seq"], ms)
             if desc:
                 gkey = ("global", period, start, e["user_id"])
                 gold = state.get(gkey)
                 delta = new - (old[0] if old else 0)
-                reached = gold[1] if gold is not None and delta == 0 else e["seq"]
-                state[gkey] = ((gold[0] if gold else 0) + delta, reached)
+                unchanged = gold is not None and delta == 0
+                reached = (gold[1], gold[2]) if unchanged else (e["seq"], ms)  # type: ignore[index]
+                state[gkey] = ((gold[0] if gold else 0) + delta, *reached)
     boards: Zsets = {}
-    for (game, period, start, user), (value, reached) in state.items():
+    for (game, period, start, user), (value, reached, reached_ms) in state.items():
         board = board_id(game, period, start)  # type: ignore[arg-type]
         score = float(to_zscore(value, desc_of[game]))
-        boards.setdefault(board, set()).add((member(reached, user).encode(), score))
+        boards.setdefault(board, set()).add((member(reached, user, reached_ms).encode(), score))
     return boards
 
 

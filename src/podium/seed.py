@@ -347,7 +347,9 @@ async def seed(
 
             t = time.perf_counter()
             task = bar.add_task("rebuild redis", total=None)
-            await board_index.rebuild(services)
+            await board_index.rebuild(
+                services.pool, services.redis, settings.redis_prefix, settings.retention_days
+            )
             bar.update(task, completed=1, total=1)
             timings["rebuild_s"] = time.perf_counter() - t
     finally:

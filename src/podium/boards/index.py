@@ -31,7 +31,7 @@ LOCK_TTL_MS = 30_000
 
 _ROWS_SQL = (
     "SELECT bv.game_id, bv.period, bv.period_start, bv.user_id, bv.value, bv.reached_seq,"
-    " bv.last_seq, coalesce(g.sort_order, 'desc') = 'desc' AS descending"
+    " bv.reached_at, bv.last_seq, coalesce(g.sort_order, 'desc') = 'desc' AS descending"
     " FROM board_values bv LEFT JOIN games g ON g.id = bv.game_id"
 )
 
@@ -59,6 +59,7 @@ def _event(record: asyncpg.Record, retention_days: int) -> tuple[str, ApplyEvent
         record["last_seq"],
         desc,
         retention_days,
+        int(record["reached_at"].timestamp() * 1000),
     )
     return board, ApplyEvent("", record["user_id"], [row])
 

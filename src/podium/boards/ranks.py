@@ -68,6 +68,7 @@ class Board(msgspec.Struct, frozen=True):
 
 # --- board resolution -----------------------------------------------------------------
 
+
 async def game_descending(services: Services, game: str) -> bool:
     """Whether `game` ranks high values first; 404 for an unknown game."""
     if game == GLOBAL:
@@ -284,6 +285,7 @@ async def _entries(
     competition: bool,
 ) -> list[Entry]:
     names = await usernames(services, [r[1] for r in rows])
+    times = await _missing_times(services, board, [r[1] for r in rows if r[3] is None])
     entries = []
     prev_value: int | None = None
     prev_rank = 0
@@ -294,9 +296,27 @@ async def _entries(
                 rank = await _competition_rank(services, board, value, pos)
             elif value == prev_value:
                 rank = prev_rank
-        entries.append(Entry(rank, uid, names.get(uid, f"user{uid}"), value, _ms_to_dt(ms)))
+        achieved = _ms_to_dt(ms) if ms is not None else times.get(uid)
+        entries.append(Entry(rank, uid, names.get(uid, f"user{uid}"), value, achieved))
         prev_value, prev_rank = value, rank
     return entries
+
+
+async def _missing_times(
+    services: Services, board: Board, user_ids: list[int]
+) -> dict[int, datetime]:
+    """`achieved_at` of members stored without their time (rare: see apply.lua)."""
+    if not user_ids:
+        return {}
+    rows = await services.pool.fetch(
+        f"SELECT user_id, reached_at FROM board_values WHERE {_BOARD_WHERE}"
+        " AND user_id = ANY($4::bigint[])",
+        board.game,
+        board.period,
+        board.start,
+        user_ids,
+    )
+    return {r["user_id"]: r["reached_at"] for r in rows}
 
 
 async def _competition_rank(services: Services, board: Board, value: int, pos: int) -> int:

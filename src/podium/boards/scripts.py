@@ -58,10 +58,11 @@ def set_row(
     last_seq: int,
     desc: bool,
     retention_days: int,
+    reached_at_ms: int | None = None,
 ) -> BoardRow:
     return BoardRow(
         board,
-        member(reached_seq, user_id),
+        member(reached_seq, user_id, reached_at_ms),
         to_zscore(value, desc),
         last_seq,
         desc,

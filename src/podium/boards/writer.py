@@ -82,6 +82,7 @@ def is_unavailable(exc: BaseException) -> bool:
 
 def rows_to_apply(write: Write, record: asyncpg.Record, retention_days: int) -> list[BoardRow]:
     rows = []
+    ms = int(write.created_at.timestamp() * 1000)
     for game, period, start, value, reached, last in zip(
         record["b_games"],
         record["b_periods"],
@@ -92,6 +93,9 @@ def rows_to_apply(write: Write, record: asyncpg.Record, retention_days: int) -> 
         strict=True,
     ):
         desc = True if game == GLOBAL else write.descending
+        # The row's value was reached by this event, unless it is a global row this
+        # event left unchanged; then Redis keeps the time it already has.
+        reached_ms = ms if reached == record["seq"] else None
         rows.append(
             set_row(
                 board_id(game, period, start),
@@ -103,6 +107,7 @@ def rows_to_apply(write: Write, record: asyncpg.Record, retention_days: int) -> 
                 last,
                 desc,
                 retention_days,
+                reached_ms,
             )
         )
     return rows

@@ -8,7 +8,8 @@
 --            all_board  the event's all-time board id ("" when no rank is wanted)
 --            user_id
 --            nrows      then nrows rows of 6 fields:
---              board, member ("" removes the user from the board), zscore, last_seq,
+--              board, member ("reached_seq:user_id[:reached_at_ms]", "" removes the
+--              user from the board), zscore, last_seq,
 --              desc ("1" when the zset holds -value), expireat (unix seconds, "0" = none)
 --
 -- A row is applied only when its last_seq is newer than the one stored in the board's
@@ -39,14 +40,14 @@ local function top10(board, desc)
   local raw = redis.call('ZRANGE', prefix .. 'b:' .. board, 0, 9, 'WITHSCORES')
   local top = {}
   for j = 1, #raw, 2 do
-    local m = raw[j]
-    local sep = string.find(m, ':', 1, true)
+    -- member = "reached_seq:user_id[:reached_at_ms]"
+    local reached, user = string.match(raw[j], '^(%d+):(%d+)')
     local value = tonumber(raw[j + 1])
     if desc then value = -value end
     top[#top + 1] = {
-      user = string.sub(m, sep + 1),
+      user = user,
       value = int_text(value),
-      reached = int_text(tonumber(string.sub(m, 1, sep - 1))),
+      reached = int_text(tonumber(reached)),
     }
   end
   return top
@@ -80,6 +81,12 @@ for e = 1, nevents do
       local sep = string.find(cur, '|', 1, true)
       old_member = string.sub(cur, 1, sep - 1)
       if member ~= '' and tonumber(string.sub(cur, sep + 1)) >= last_seq then stale = true end
+    end
+    -- A member without its time ("seq:user") whose value was reached earlier keeps
+    -- the member Redis has, time included.
+    if old_member and member ~= '' and not string.find(member, ':%d+:')
+        and string.sub(old_member, 1, #member + 1) == member .. ':' then
+      member = old_member
     end
     if not stale and (member ~= '' or cur) then
       if publish and not before[board] then
