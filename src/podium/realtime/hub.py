@@ -403,10 +403,18 @@ class Hub:
     async def _push_tops(self, feeds: list[Feed]) -> None:
         from podium.boards.names import usernames
 
-        unnamed: set[int] = set()
-        for feed in feeds:
-            unnamed |= feed.top.unnamed()
-        names = await usernames(self.services, unnamed) if unnamed else {}
+        names: dict[int, str] = {}
+        while True:
+            # Changes keep folding in while we await the names: look again until the
+            # tops hold nobody we have no name for.
+            unnamed: set[int] = set()
+            for feed in feeds:
+                unnamed |= feed.top.unnamed()
+            unnamed -= names.keys()
+            if not unnamed:
+                break
+            found = await usernames(self.services, unnamed)
+            names.update({uid: found.get(uid, f"user{uid}") for uid in unnamed})
         for feed in feeds:
             feed.dirty = False
             if feed.pages or feed.mine:
