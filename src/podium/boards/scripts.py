@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
 from importlib import resources
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
@@ -87,19 +88,16 @@ class Scripts:
         self._apply: AsyncScript = redis.register_script(source("apply"))
 
     @staticmethod
-    def argv(prefix: str, publish: bool, events: Sequence[ApplyEvent]) -> list[str]:
-        args: list[str] = [prefix, "1" if publish else "0", str(len(events))]
-        for all_board, user_id, rows in events:
-            args += (all_board, str(user_id), str(len(rows)))
-            for row in rows:
-                args += row
-        return args
+    def argv(prefix: str, publish: bool, events: Sequence[ApplyEvent]) -> list[str | bytes]:
+        packed = msgspec.msgpack.encode([(board, str(user), rows) for board, user, rows in events])
+        return [prefix, "1" if publish else "0", packed]
 
     async def apply(
         self, events: Sequence[ApplyEvent], *, publish: bool = True
     ) -> list[tuple[int | None, int | None]]:
         """Apply the events' rows; return each event's (rank_before, rank_after)."""
-        raw = await self._apply(keys=[], args=self.argv(self.prefix, publish, events))
+        packed = await self._apply(keys=[], args=self.argv(self.prefix, publish, events))
+        raw = msgspec.msgpack.decode(packed)
         out: list[tuple[int | None, int | None]] = []
         for j in range(0, len(raw), 2):
             out.append((int(raw[j]) or None, int(raw[j + 1]) or None))

@@ -4,22 +4,24 @@
 -- ARGV[1]  key prefix (e.g. "podium:")
 -- ARGV[2]  "1" to capture top-10 diffs, INCR board seqs and PUBLISH; "0" to load quietly
 --          (rebuild)
--- ARGV[3]  number of events E, then per event:
+-- ARGV[3]  the events, MessagePack-encoded (one argument: packing thousands of
+--          arguments costs the client more than running the script), a list of
+--          [all_board, user_id, rows]:
 --            all_board  the event's all-time board id ("" when no rank is wanted)
 --            user_id
---            nrows      then nrows rows of 6 fields:
+--            rows       a list of rows of 6 strings:
 --              board, member ("reached_seq:user_id[:reached_at_ms]", "" removes the
 --              user from the board), zscore, last_seq,
 --              desc ("1" when the zset holds -value), expireat (unix seconds, "0" = none)
 --
 -- A row is applied only when its last_seq is newer than the one stored in the board's
 -- members hash, so batches applied out of order (several instances) converge.
--- Returns {rank_before_1, rank_after_1, rank_before_2, ...}: all-time ranks (1-based,
+-- Returns, MessagePack-encoded, {rank_before_1, rank_after_1, ...}: all-time ranks (1-based,
 -- 0 = not on the board) of each event's user around its rows.
 
 local prefix = ARGV[1]
 local publish = ARGV[2] == '1'
-local nevents = tonumber(ARGV[3])
+local events = cmsgpack.unpack(ARGV[3])
 
 local function rank_of(board, user)
   if board == '' then return 0 end
@@ -61,17 +63,15 @@ local order = {}     -- changed boards, in first-change order
 local changed = {}   -- board -> list of users whose value changed
 local changed_seen = {}
 
-local pos = 4
-for e = 1, nevents do
-  local all_board = ARGV[pos]
-  local user = ARGV[pos + 1]
-  local nrows = tonumber(ARGV[pos + 2])
-  pos = pos + 3
+for e = 1, #events do
+  local event = events[e]
+  local all_board, user, rows = event[1], event[2], event[3]
   local rank_before = rank_of(all_board, user)
-  for _ = 1, nrows do
-    local board, member, zscore = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2]
-    local last_seq, desc, expireat = tonumber(ARGV[pos + 3]), ARGV[pos + 4] == '1', ARGV[pos + 5]
-    pos = pos + 6
+  for r = 1, #rows do
+    local row = rows[r]
+    local board, member, zscore = row[1], row[2], row[3]
+    local last_seq_text, desc, expireat = row[4], row[5] == '1', row[6]
+    local last_seq = tonumber(last_seq_text)
     local zkey = prefix .. 'b:' .. board
     local mkey = prefix .. 'm:' .. board
     local cur = redis.call('HGET', mkey, user)
@@ -102,7 +102,7 @@ for e = 1, nevents do
         redis.call('HDEL', mkey, user)
       else
         redis.call('ZADD', zkey, zscore, member)
-        redis.call('HSET', mkey, user, member .. '|' .. ARGV[pos - 3])
+        redis.call('HSET', mkey, user, member .. '|' .. last_seq_text)
         if expireat ~= '0' then
           redis.call('EXPIREAT', zkey, expireat)
           redis.call('EXPIREAT', mkey, expireat)
@@ -119,7 +119,7 @@ for e = 1, nevents do
   out[#out + 1] = rank_of(all_board, user)
 end
 
-if not publish then return out end
+if not publish then return cmsgpack.pack(out) end
 
 local function positions(top)
   local p = {}
@@ -155,4 +155,4 @@ for _, board in ipairs(order) do
     .. ',"moved":' .. json_users(moved) .. ',"changed":' .. json_users(changed[board]) .. '}'
   redis.call('PUBLISH', prefix .. 'ch:' .. board, message)
 end
-return out
+return cmsgpack.pack(out)
