@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from functools import lru_cache
 
 from podium.boards.periods import Period
 
@@ -10,6 +11,7 @@ GLOBAL = "global"
 MEMBER_SEQ_WIDTH = 15
 
 
+@lru_cache(maxsize=65536)  # rebuilds and batches name the same few boards again and again
 def board_id(game: str, period: Period, start: date) -> str:
     return f"{game}:{period}:{start.isoformat()}"
 

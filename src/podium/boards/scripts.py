@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 
 import msgspec
@@ -40,6 +40,7 @@ class BoardRow(tuple):
         )
 
 
+@lru_cache(maxsize=65536)
 def expire_at(period: Period, start: date, retention_days: int) -> int:
     """Unix time when a period board may go: its end plus the retention window."""
     end = period_end(period, start)
