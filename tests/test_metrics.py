@@ -87,3 +87,29 @@ async def test_http_requests_are_counted_by_route_template(
     assert moved("GET", "unmatched", "404") == 2
     routes = {dict(k)["route"] for k in after["podium_http_requests_total"]}
     assert not any("no-such-game" in route or "nowhere" in route for route in routes)
+
+
+async def test_score_writes_move_the_write_metrics(
+    server: RunningApp, client: httpx.AsyncClient, admin: Account
+) -> None:
+    from tests.boards_helpers import create_game, post_score
+
+    async with httpx.AsyncClient(base_url=server.url) as root:
+        before = await scrape(root)
+        game = (await create_game(client, admin))["id"]
+        await post_score(client, admin, game, 10)
+        r = await client.post(
+            "/scores",
+            json={"game": game, "event_id": "not-a-uuid", "score": 1},
+            headers=admin.headers,
+        )
+        assert r.status_code == 422
+        after = await scrape(root)
+
+    def moved(name: str, labels: tuple[tuple[str, str], ...] = ()) -> float:
+        return after.get(name, {}).get(labels, 0.0) - before.get(name, {}).get(labels, 0.0)
+
+    assert moved("podium_writes_total", (("outcome", "accepted"),)) == 1
+    assert moved("podium_writes_total", (("outcome", "refused"),)) == 1
+    assert moved("podium_write_ack_seconds_count") == 1
+    assert moved("podium_write_batch_size_count") >= 1

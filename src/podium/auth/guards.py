@@ -9,6 +9,7 @@ from starlette.requests import HTTPConnection
 
 from podium.auth.tokens import SERVICE_PREFIX, Principal, TokenError, hash_service_secret
 from podium.errors import ApiError, forbidden, unauthorized
+from podium.ops import metrics
 from podium.services import Services
 
 
@@ -53,6 +54,7 @@ async def authenticate_token(services: Services, token: str) -> Principal:
             services.keys.deny_jti(principal.jti), services.keys.deny_family(principal.family)
         )
     except RedisError:
+        metrics.REDIS_ERRORS.inc()
         # Redis down must not lock everyone out: logout and refresh-token reuse also
         # revoke the family in PostgreSQL, which answers for the denylist meanwhile.
         denied = await _family_revoked_in_db(services, principal.family)

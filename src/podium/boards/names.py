@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from redis.exceptions import RedisError
 
+from podium.ops import metrics
 from podium.services import Services
 
 log = logging.getLogger("podium.names")
@@ -22,6 +23,7 @@ async def usernames(services: Services, user_ids: Iterable[int]) -> dict[int, st
     try:
         cached = await services.redis.hmget(services.keys.names, ids)
     except RedisError:
+        metrics.REDIS_ERRORS.inc()
         redis_ok = False
         cached = [None] * len(ids)
     missing = []
@@ -40,5 +42,6 @@ async def usernames(services: Services, user_ids: Iterable[int]) -> dict[int, st
             try:
                 await services.redis.hset(services.keys.names, mapping=found)
             except RedisError:
+                metrics.REDIS_ERRORS.inc()
                 log.warning("names cache write failed")
     return names

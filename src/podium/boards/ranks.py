@@ -19,6 +19,7 @@ from podium.boards.model import GameCache
 from podium.boards.names import usernames
 from podium.boards.periods import PERIODS, Period, period_start
 from podium.errors import bad_request, invalid, not_found
+from podium.ops import metrics
 from podium.services import Services
 
 MAX_LIMIT = 200
@@ -257,6 +258,7 @@ async def _page_rows(
         try:
             return await _redis_page(services, board, offset, limit, cursor)
         except RedisError:
+            metrics.REDIS_ERRORS.inc()
             pass
     if cursor is not None:
         offset = decode_cursor(cursor, board.id).offset
@@ -271,6 +273,7 @@ async def board_ranks(
         try:
             return await _redis_ranks(services, board, user_ids)
         except RedisError:
+            metrics.REDIS_ERRORS.inc()
             pass
     return await _pg_ranks(services, board, user_ids)
 
@@ -324,6 +327,7 @@ async def _competition_rank(services: Services, board: Board, value: int, pos: i
         try:
             return await _competition_base(services, board, value) + 1
         except RedisError:
+            metrics.REDIS_ERRORS.inc()
             pass
     better = ">" if board.descending else "<"
     count = await services.pool.fetchval(

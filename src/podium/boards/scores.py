@@ -29,6 +29,7 @@ from podium.auth.tokens import Principal
 from podium.boards.model import MAX_ABS_SCORE, Game, GameCache
 from podium.boards.writer import Outcome, Write, Writer, is_unavailable
 from podium.errors import ApiError, conflict, forbidden, invalid, not_found, unavailable
+from podium.ops import metrics
 from podium.services import Services
 
 log = logging.getLogger("podium.scores")
@@ -199,6 +200,18 @@ async def submit_score(
     services: Services, principal: Principal, body: ScoreIn, client_addr: str
 ) -> ScoreOut:
     """Validate and commit one score write; raises ApiError (4xx, 503)."""
+    try:
+        out = await _submit(services, principal, body, client_addr)
+    except ApiError:
+        metrics.WRITES.labels("refused").inc()
+        raise
+    metrics.WRITES.labels("duplicate" if out.duplicate else "accepted").inc()
+    return out
+
+
+async def _submit(
+    services: Services, principal: Principal, body: ScoreIn, client_addr: str
+) -> ScoreOut:
     try:
         event_id = uuid.UUID(body.event_id)
     except ValueError:

@@ -16,6 +16,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import date, datetime
@@ -28,6 +29,7 @@ from podium.boards.keys import GLOBAL, board_id
 from podium.boards.periods import EPOCH, starts_for
 from podium.boards.scripts import ApplyEvent, BoardRow, Scripts, set_row
 from podium.errors import ApiError, unavailable
+from podium.ops import metrics
 
 log = logging.getLogger("podium.writer")
 
@@ -173,7 +175,10 @@ class Writer:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(write, future))
         self._wake.set()
-        return await asyncio.shield(future)
+        started = time.perf_counter()
+        outcome = await asyncio.shield(future)
+        metrics.WRITE_ACK_SECONDS.observe(time.perf_counter() - started)
+        return outcome
 
     async def _run(self) -> None:
         while True:
@@ -192,6 +197,7 @@ class Writer:
                 self._prune()
             batch = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
+            metrics.BATCH_SIZE.observe(len(batch))
             if not self._pending:
                 self._wake.clear()
             try:
@@ -212,6 +218,7 @@ class Writer:
             records = await self._commit([p.write for p in batch])
         except Exception as exc:
             if is_unavailable(exc):
+                metrics.POSTGRES_ERRORS.inc()
                 log.warning("postgres unavailable: %s", exc)
                 err = unavailable("the score store is unavailable; nothing was written")
                 for item in batch:
@@ -337,6 +344,7 @@ class Writer:
         try:
             return await self.scripts.apply(events)
         except Exception as exc:
+            metrics.REDIS_ERRORS.inc()
             log.warning("redis apply failed; index marked stale: %s", exc)
             self.index.mark_stale()
             return None
