@@ -172,6 +172,7 @@ class RedisBroker:
         self._channels = _Counts()
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[str, list[asyncio.Future[None]]] = {}
+        self._owed: set[str] = set()
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -274,6 +275,9 @@ class RedisBroker:
             delay = 0.05
             self._writer = writer
             channels = list(self._channels.counts)
+            # RESYNC goes out once Redis confirmed every subscription: a re-read after
+            # that cannot miss a change.
+            self._owed = set(channels)
             if channels:
                 writer.write(_command("SUBSCRIBE", *channels))
             self.generation += 1
@@ -282,8 +286,8 @@ class RedisBroker:
                 self.reconnects += 1
                 log.info("pubsub reconnected", extra={"channels": len(channels)})
             first = False
-            # After (re)subscribing: whatever was published meanwhile is lost to us.
-            self._queue.put_nowait(RESYNC)
+            if not self._owed:
+                self._queue.put_nowait(RESYNC)
             try:
                 await self._read_loop(reader, writer)
             except (OSError, ConnectionError, TimeoutError, asyncio.IncompleteReadError) as exc:
@@ -320,3 +324,7 @@ class RedisBroker:
                 for done in self._pending.pop(channel, []):
                     if not done.done():
                         done.set_result(None)
+                if self._owed:
+                    self._owed.discard(channel)
+                    if not self._owed:
+                        self._queue.put_nowait(RESYNC)
