@@ -77,7 +77,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    import logging
+
     from podium.bench.stats import print_table
+
+    # One line per setup request would bury the table.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
     results = asyncio.run(run(args))
     flat: dict[str, Any] = {}

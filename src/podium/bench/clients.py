@@ -162,7 +162,7 @@ async def floor_writer(
                 if delay > 0:
                     await asyncio.sleep(delay)
             score = next_score()
-            payload["rows"][0]["score"] = score
+            payload["upserts"][0]["score"] = score
             sent = time.monotonic()
             await ws.send(json.dumps(payload))
             await ws.recv()
@@ -177,7 +177,7 @@ async def floor_writer(
 def top_score(message: str | bytes) -> int | None:
     """The best score a push carries (snapshot entries, diff rows), if any."""
     data = json.loads(message)
-    rows = data.get("entries") or data.get("rows") or []
+    rows = data.get("entries") or data.get("upserts") or []
     scores = [r["score"] for r in rows if isinstance(r, dict) and "score" in r]
     return max(scores) if scores else None
 

@@ -188,9 +188,8 @@ async def floor_fanout(opt: Options) -> dict[str, Any]:
             "board": "bench:all:1970-01-01",
             "seq": 1,
             "prev_seq": 0,
-            "order": list(range(1, 11)),
+            "upserts": [{"rank": 1, "user_id": 1, "username": "bench-writer", "score": 0}],
             "left": [],
-            "rows": [{"rank": 1, "user_id": 1, "username": "bench-writer", "score": 0}],
         }
 
         async def job(until: float) -> None:
