@@ -113,3 +113,37 @@ async def test_score_writes_move_the_write_metrics(
     assert moved("podium_writes_total", (("outcome", "refused"),)) == 1
     assert moved("podium_write_ack_seconds_count") == 1
     assert moved("podium_write_batch_size_count") >= 1
+
+
+async def test_live_pushes_move_the_realtime_metrics(
+    server: RunningApp, client: httpx.AsyncClient, admin: Account
+) -> None:
+    from tests.boards_helpers import create_game, post_score
+    from tests.ws_helpers import open_ws, recv_until
+
+    game = (await create_game(client, admin))["id"]
+    async with httpx.AsyncClient(base_url=server.url) as root:
+        before = await scrape(root)
+        ws = await open_ws(server, "scoreboard", admin, game=game)
+        await recv_until(ws, lambda m: m["type"] == "snapshot")
+        during = await scrape(root)
+        await post_score(client, admin, game, 42)
+        await recv_until(ws, lambda m: m["type"] == "diff")
+        await ws.close()
+        after = await scrape(root)
+
+    def value(samples: dict, name: str, labels: tuple[tuple[str, str], ...] = ()) -> float:
+        return samples.get(name, {}).get(labels, 0.0)
+
+    board = (("endpoint", "scoreboard"),)
+    assert (
+        value(during, "podium_ws_open_sockets", board)
+        == value(before, "podium_ws_open_sockets", board) + 1
+    )
+    assert value(during, "podium_ws_subscriptions", board) >= 1
+    assert value(after, "podium_ws_pushes_sent_total") > value(
+        before, "podium_ws_pushes_sent_total"
+    )
+    assert value(after, "podium_pubsub_lag_seconds_count") > value(
+        before, "podium_pubsub_lag_seconds_count"
+    )

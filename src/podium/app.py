@@ -111,14 +111,19 @@ async def open_services(settings: Settings) -> Services:
     except BaseException:
         await pool.close()
         raise
-    redis = aioredis.Redis.from_url(
+    # A bounded pool that waits for a free connection: the default pool raises
+    # "Too many connections" under a burst, and a failed apply marks the index stale.
+    redis_pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url,
+        max_connections=64,
+        timeout=5,
         decode_responses=False,
         health_check_interval=10,
         socket_connect_timeout=2,
         socket_timeout=5,
         retry_on_timeout=False,
     )
+    redis = aioredis.Redis.from_pool(redis_pool)
     return Services(settings, pool, redis)
 
 

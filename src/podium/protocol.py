@@ -26,6 +26,7 @@ class BoardChange(msgspec.Struct, kw_only=True, omit_defaults=True):
     moved: list[int] = []
     changed: list[int] = []
     resync: bool = False
+    ts: int = 0  # publish time, ms since the epoch (Redis clock)
 
 
 board_change_decoder = msgspec.json.Decoder(BoardChange)

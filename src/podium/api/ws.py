@@ -30,6 +30,7 @@ from podium.errors import (
     invalid,
     unavailable,
 )
+from podium.ops import metrics
 from podium.protocol import (
     Ack,
     Error,
@@ -419,6 +420,8 @@ class Endpoint:
         session = Session(
             services, principal, receive, send, hub.limits, hub.unregister, channel.rate()
         )
+        registered = False
+        endpoint = ""
         try:
             subprotocol = "bearer" if offered_bearer_subprotocol(ws) else None
             await ws.accept(subprotocol=subprotocol)
@@ -427,6 +430,9 @@ class Endpoint:
                 await session.close(WS_TOO_MANY_SOCKETS)
                 return
             hub.register(session)
+            endpoint = scope["path"].rsplit("/", 1)[-1]
+            metrics.WS_OPEN_SOCKETS.labels(endpoint).inc()
+            registered = True
             session.start()
             try:
                 await channel.opened(session)
@@ -443,6 +449,8 @@ class Endpoint:
                 await channel.release(session)
             finally:
                 await session.teardown()
+                if registered:
+                    metrics.WS_OPEN_SOCKETS.labels(endpoint).dec()
 
 
 routes = [

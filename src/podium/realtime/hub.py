@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from redis.exceptions import RedisError
 from podium.boards.keys import BoardKeys, board_id
 from podium.boards.periods import PERIODS, Period, period_start
 from podium.errors import WS_GOING_AWAY, WS_PERIOD_ENDED, WS_REVOKED, invalid
+from podium.ops import metrics
 from podium.protocol import (
     PageMsg,
     PageRow,
@@ -67,6 +69,8 @@ class Feed:
         self.refs = 0
         self.loaded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.dirty = False
+        # Publish time of the oldest change waiting for the next push (pub/sub lag).
+        self.published_ms = 0
         self.refresh_due = False
         self.reload_due = False
         # The broker generation this feed's read is good for (0: not subscribed yet).
@@ -246,6 +250,8 @@ class Hub:
             top.reset(seq, rows)
 
     def watch_top(self, feed: Feed, session: Session, since: int | None) -> None:
+        if session not in feed.watchers:
+            metrics.WS_SUBSCRIPTIONS.labels("scoreboard").inc()
         feed.watchers.add(session)
         top = feed.top
         if since is not None and since == top.pushed_seq:
@@ -256,13 +262,18 @@ class Hub:
             session.resync(feed.key, top.snapshot_text())
 
     def unwatch_top(self, feed: Feed, session: Session) -> None:
-        feed.watchers.discard(session)
+        if session in feed.watchers:
+            metrics.WS_SUBSCRIPTIONS.labels("scoreboard").dec()
+            feed.watchers.discard(session)
 
     def watch_page(self, feed: Feed, session: Session, key: PageKey, shape: str) -> str:
         watch = feed.pages.get(key)
         if watch is None:
             watch = feed.pages[key] = PageWatch(f"{feed.game}:{feed.period}:{key[0]}:{key[1]}")
-        watch.watchers.setdefault(session, set()).add(shape)
+        shapes = watch.watchers.setdefault(session, set())
+        if shape not in shapes:
+            metrics.WS_SUBSCRIPTIONS.labels("scores").inc()
+        shapes.add(shape)
         return watch.sub
 
     def unwatch_page(self, feed: Feed, session: Session, key: PageKey, shape: str) -> None:
@@ -271,6 +282,8 @@ class Hub:
             return
         shapes = watch.watchers.get(session)
         if shapes is not None:
+            if shape in shapes:
+                metrics.WS_SUBSCRIPTIONS.labels("scores").dec()
             shapes.discard(shape)
             if not shapes:
                 del watch.watchers[session]
@@ -291,7 +304,10 @@ class Hub:
     async def watch_rank(self, feed: Feed, session: Session, user_id: int) -> None:
         from podium.boards.ranks import ranks_of
 
-        feed.mine.setdefault(user_id, set()).add(session)
+        sessions = feed.mine.setdefault(user_id, set())
+        if session not in sessions:
+            metrics.WS_SUBSCRIPTIONS.labels("my-score").inc()
+        sessions.add(session)
         found = await ranks_of(self.services, feed.board, [user_id])
         state = found.get(user_id, (None, None, 0))
         feed.last_rank[user_id] = state
@@ -300,6 +316,8 @@ class Hub:
     def unwatch_rank(self, feed: Feed, session: Session, user_id: int) -> None:
         sessions = feed.mine.get(user_id)
         if sessions is not None:
+            if session in sessions:
+                metrics.WS_SUBSCRIPTIONS.labels("my-score").dec()
             sessions.discard(session)
             if not sessions:
                 del feed.mine[user_id]
@@ -325,6 +343,10 @@ class Hub:
                 if change.resync:
                     feed.reload_due = True
                 elif feed.top.fold(change):
+                    if feed.dirty:
+                        metrics.PUSHES_COALESCED.inc()
+                    elif change.ts:
+                        feed.published_ms = change.ts
                     feed.dirty = True
             except Exception:
                 log.exception("bad pub/sub message")
@@ -424,9 +446,18 @@ class Hub:
                 continue
             text = encode_text(diff)  # once, for every socket on this board
             snapshot = feed.top.snapshot_text
+            sent = 0
             for session in feed.watchers:
-                session.push(feed.key, text, snapshot)
+                sent += session.push(feed.key, text, snapshot)
             self.pushes += 1
+            # Counted once per board, not per socket: a lock per socket would show.
+            metrics.PUSHES_SENT.inc(sent)
+            if sent < len(feed.watchers):
+                metrics.SLOW_DROPS.inc(len(feed.watchers) - sent)
+            if feed.published_ms:
+                lag = time.time() - feed.published_ms / 1000
+                metrics.PUBSUB_LAG.observe(max(0.0, lag))
+                feed.published_ms = 0
 
     async def _refresh_reads(self, feeds: list[Feed]) -> None:
         jobs = []

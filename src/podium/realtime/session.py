@@ -33,6 +33,7 @@ from podium.errors import (
     ApiError,
     CloseCode,
 )
+from podium.ops import metrics
 from podium.protocol import (
     Auth,
     Authed,
@@ -119,7 +120,7 @@ class Session:
         self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.id}")
         self._arm_expiry()
 
-    def push(self, key: str, text: str, latest: Stale | None = None) -> None:
+    def push(self, key: str, text: str, latest: Stale | None = None) -> bool:
         """Queue a push of stream `key`; `latest` gives its full state if it must be skipped.
 
         Never blocks. A stream that missed one push skips the rest until the
@@ -127,7 +128,7 @@ class Session:
         are themselves full states).
         """
         if self.state is not SessionState.OPEN:
-            return
+            return False
         if key in self._lagging or len(self._queue) >= self.limits.queue_size:
             self._lagging[key] = latest if latest is not None else text
             self.dropped += 1
@@ -136,10 +137,11 @@ class Session:
                 self._lag_since = now
             elif now - self._lag_since > self.limits.slow_after:
                 self.close_soon(WS_SLOW)
-            return
+            return False
         self.pushed += 1
         self._queue.append(text)
         self._wake.set()
+        return True
 
     def resync(self, key: str, text: str) -> None:
         """Replace whatever is pending for `key` with a full state (after a resync)."""
@@ -198,6 +200,8 @@ class Session:
             return
         self.state = SessionState.CLOSING
         self.close_code = code.code
+        if code is WS_SLOW:
+            metrics.SLOW_CLOSES.inc()
         await self._stop_writer()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(

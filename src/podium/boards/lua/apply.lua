@@ -131,6 +131,10 @@ local function json_users(list)
   return '[' .. table.concat(list, ',') .. ']'
 end
 
+-- Publish time (ms), so each instance can measure its pub/sub lag.
+local now_parts = redis.call('TIME')
+local now_ms = int_text(tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000))
+
 for _, board in ipairs(order) do
   local after = top10(board, desc_of[board])
   local was, now = positions(before[board]), positions(after)
@@ -152,7 +156,7 @@ for _, board in ipairs(order) do
   local message = '{"board":' .. cjson.encode(board) .. ',"seq":' .. int_text(seq)
     .. ',"top":[' .. table.concat(top, ',') .. ']'
     .. ',"entered":' .. json_users(entered) .. ',"left":' .. json_users(left)
-    .. ',"moved":' .. json_users(moved) .. ',"changed":' .. json_users(changed[board]) .. '}'
+    .. ',"moved":' .. json_users(moved) .. ',"changed":' .. json_users(changed[board]) .. ',"ts":' .. now_ms .. '}'
   redis.call('PUBLISH', prefix .. 'ch:' .. board, message)
 end
 return cmsgpack.pack(out)
