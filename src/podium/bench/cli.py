@@ -41,6 +41,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         server_cpu=args.server_cpu,
         client_cpu=args.client_cpu,
         accounts=args.accounts,
+        fanout_writers=args.fanout_writers,
     )
     pin(args.client_cpu)
     chosen = (
@@ -119,7 +120,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--subscribers", type=int, default=1000, help="sockets (fanout, memory)")
     p.add_argument("--boards", type=int, default=1, help="spread subscribers over B boards")
     p.add_argument("--procs", type=int, default=4, help="subscriber processes")
-    p.add_argument("--rate", type=float, default=100.0, help="writes/s per board; 0 = flat out")
+    p.add_argument("--rate", type=float, default=100.0, help="writes/s per writer; 0 = flat out")
+    p.add_argument("--fanout-writers", type=int, default=1, help="writers per board (fanout)")
     p.add_argument("--board-size", type=int, default=10_000, help="users on the board (reads)")
     p.add_argument("--readers", type=int, default=32, help="concurrent readers (reads)")
     p.add_argument("--accounts", type=int, default=20, help="accounts the sockets share")

@@ -40,6 +40,7 @@ class Options:
         self.client_cpu: int | None = kw.get("client_cpu")
         self.accounts: int = kw.get("accounts", 20)
         self.grace: float = kw.get("grace", 1.5)
+        self.fanout_writers: int = kw.get("fanout_writers", 1)
 
 
 def _proc(server: Server) -> psutil.Process | None:
@@ -153,7 +154,7 @@ async def fanout(env: Env, opt: Options, cluster: bool = False) -> dict[str, Any
     write_server = env.servers[0]
     sub_server = env.servers[1] if cluster else env.servers[0]
     accounts = await env.users(opt.accounts)
-    writer = (await env.users(1))[0]
+    writers = await env.users(max(1, opt.fanout_writers))
     games = [await env.game(operator="best") for _ in range(max(1, opt.boards))]
     urls = [
         f"{sub_server.ws_url}/ws/v1/scoreboard?game={games[i % len(games)]}"
@@ -164,11 +165,13 @@ async def fanout(env: Env, opt: Options, cluster: bool = False) -> dict[str, Any
     pace = 1.0 / opt.rate if opt.rate > 0 else 0.0
 
     async def job(until: float) -> None:
-        # Every write raises the writer's best: the top score is the write's identity.
+        # Scores come from one rising counter, so the top score identifies the newest
+        # write a push reflects (several writers: each push covers every lower score).
         await asyncio.gather(
             *(
-                ws_writer(write_server.ws_url, writer.token, g, next_score, log, until, pace)
+                ws_writer(write_server.ws_url, w.token, g, next_score, log, until, pace)
                 for g in games
+                for w in writers
             )
         )
 
