@@ -257,6 +257,24 @@ async def test_rate_limit_per_user(stores: Stores) -> None:
     await drop_test_state(settings)
 
 
+async def test_rate_limit_per_ip_counts_every_player_of_an_address(stores: Stores) -> None:
+    from tests.conftest import drop_test_state, make_settings
+
+    settings = make_settings(stores, writes_per_second_per_ip=3)
+    async with (
+        running_app(settings) as app,
+        httpx.AsyncClient(base_url=app.url + "/api/v1") as http,
+    ):
+        admin = await make_admin(app, http)
+        players = [await register_and_login(http) for _ in range(4)]
+        game = (await create_game(http, admin, operator="sum"))["id"]
+        # 12 writes from one address by four players: even spread over three one-second
+        # windows at most 9 pass.
+        codes = [(await post_score(http, players[i % 4], game, 1)).status_code for i in range(12)]
+        assert codes.count(429) >= 3, codes
+    await drop_test_state(settings)
+
+
 async def test_replay_on_another_instance_returns_the_first_response(
     server: RunningApp, client: httpx.AsyncClient, admin: Account, player: Account
 ) -> None:

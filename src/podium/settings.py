@@ -42,6 +42,7 @@ class Settings(msgspec.Struct, kw_only=True):
     login_attempts_per_minute: int = 10
     registrations_per_minute: int = 30
     writes_per_second_per_user: int = 50
+    writes_per_second_per_ip: int = 500
     # WebSocket limits (docs/protocol.md): per user on one instance, per socket.
     ws_max_sockets_per_user: int = 20
     ws_messages_per_second: int = 20
@@ -82,6 +83,7 @@ _INT_FIELDS = {
     "LOGIN_ATTEMPTS_PER_MINUTE": "login_attempts_per_minute",
     "REGISTRATIONS_PER_MINUTE": "registrations_per_minute",
     "WRITES_PER_SECOND_PER_USER": "writes_per_second_per_user",
+    "WRITES_PER_SECOND_PER_IP": "writes_per_second_per_ip",
     "WS_MAX_SOCKETS_PER_USER": "ws_max_sockets_per_user",
     "WS_MESSAGES_PER_SECOND": "ws_messages_per_second",
     "WS_MAX_SUBSCRIPTIONS": "ws_max_subscriptions",

@@ -20,6 +20,22 @@ async def hit(redis: aioredis.Redis, key: str, limit: int, window: int) -> int:
     return 0
 
 
+async def hit_many(redis: aioredis.Redis, counters: list[tuple[str, int, int]]) -> int:
+    """Count one hit on each (key, limit, window) in one round trip; 0 or the longest wait."""
+    async with redis.pipeline(transaction=True) as pipe:
+        for key, _, window in counters:
+            pipe.incr(key)
+            pipe.expire(key, window, nx=True)
+            pipe.ttl(key)
+        results = await pipe.execute()
+    wait = 0
+    for i, (_, limit, window) in enumerate(counters):
+        count, ttl = results[3 * i], results[3 * i + 2]
+        if count > limit:
+            wait = max(wait, ttl if ttl and ttl > 0 else window)
+    return wait
+
+
 async def enforce(
     redis: aioredis.Redis, keys: Keys, bucket: str, who: str, limit: int, window: int
 ) -> None:

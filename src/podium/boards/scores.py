@@ -28,7 +28,15 @@ from podium.auth import ratelimit
 from podium.auth.tokens import Principal
 from podium.boards.model import MAX_ABS_SCORE, Game, GameCache
 from podium.boards.writer import Outcome, Write, Writer, is_unavailable
-from podium.errors import ApiError, conflict, forbidden, invalid, not_found, unavailable
+from podium.errors import (
+    ApiError,
+    conflict,
+    forbidden,
+    invalid,
+    not_found,
+    rate_limited,
+    unavailable,
+)
 from podium.ops import metrics
 from podium.services import Services
 
@@ -141,19 +149,20 @@ def _check_signature(
         raise forbidden("bad signature", code="signature")
 
 
-async def _rate_limit(services: Services, user_id: int) -> None:
+async def _rate_limit(services: Services, user_id: int, client_addr: str | None) -> None:
+    """Per user, and per IP for players (a game server writes for many users)."""
+    settings, keys = services.settings, services.keys
+    counters = [(keys.rate("write", str(user_id)), settings.writes_per_second_per_user, 1)]
+    if client_addr is not None:
+        counters.append((keys.rate("write-ip", client_addr), settings.writes_per_second_per_ip, 1))
     try:
-        await ratelimit.enforce(
-            services.redis,
-            services.keys,
-            "write",
-            str(user_id),
-            services.settings.writes_per_second_per_user,
-            1,
-        )
+        wait = await ratelimit.hit_many(services.redis, counters)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
         # Redis down must not stop durable writes (SPEC §10): the limit fails open.
         log.warning("rate limit skipped: redis unavailable")
+        return
+    if wait:
+        raise rate_limited(wait)
 
 
 def payload_hash(game: str, user_id: int, kind: str, score: int | None, action: str | None) -> str:
@@ -221,7 +230,7 @@ async def _submit(
     game = await _game(services, body.game)
     user_id, kind = _who_and_what(principal, game, body)
     _check_signature(services, game, body, user_id, str(event_id))
-    await _rate_limit(services, user_id)
+    await _rate_limit(services, user_id, client_addr if principal.kind == "user" else None)
     writer: Writer = services.extras["writer"]  # type: ignore[assignment]
     write = Write(
         event_id=event_id,
