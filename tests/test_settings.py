@@ -181,3 +181,12 @@ def test_serve_reads_dotenv_from_the_working_directory(tmp_path: Path) -> None:
     result = _serve(tmp_path, _clean_env())
     assert result.returncode != 0
     assert "SECRET_KEY is too short" in result.stderr
+
+
+def test_production_refuses_a_weak_bcrypt_cost(tmp_path: Path) -> None:
+    settings = load_settings(
+        {"PODIUM_ENV": "production", "SECRET_KEY": "k" * 48, "PODIUM_BCRYPT_ROUNDS": "4"},
+        dotenv=tmp_path / "none",
+    )
+    with pytest.raises(SettingsError, match="BCRYPT_ROUNDS"):
+        ensure_secret_key(settings)

@@ -141,6 +141,11 @@ def load_settings(environ: dict[str, str] | None = None, dotenv: Path | None = N
 def ensure_secret_key(settings: Settings) -> Settings:
     """Return settings with a usable signing key, or refuse to start in production."""
     key = settings.secret_key
+    if settings.production and settings.bcrypt_rounds < 12:
+        raise SettingsError(
+            f"PODIUM_BCRYPT_ROUNDS={settings.bcrypt_rounds} is too weak for production "
+            "(at least 12)."
+        )
     if settings.production:
         if not key:
             raise SettingsError(
