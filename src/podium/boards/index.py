@@ -77,17 +77,27 @@ async def load_rows(
     boards: set[str] = set()
     sql = _ROWS_SQL if users is None else _ROWS_SQL + " WHERE bv.user_id = ANY($1::bigint[])"
     args = () if users is None else (list(users),)
-    async with pool.acquire() as conn, conn.transaction(readonly=True):
-        cursor = await conn.cursor(sql, *args)
-        while chunk := await cursor.fetch(LOAD_CHUNK):
-            events = []
-            for record in chunk:
-                board, event = _event(record, retention_days)
-                boards.add(board)
-                events.append(event)
-            await scripts.apply(events, publish=publish)
-            if progress is not None:
-                await progress()
+    applying: asyncio.Task[object] | None = None
+    try:
+        async with pool.acquire() as conn, conn.transaction(readonly=True):
+            cursor = await conn.cursor(sql, *args)
+            while chunk := await cursor.fetch(LOAD_CHUNK):
+                events = []
+                for record in chunk:
+                    board, event = _event(record, retention_days)
+                    boards.add(board)
+                    events.append(event)
+                # Redis runs one chunk while this process reads and formats the next.
+                if applying is not None:
+                    await applying
+                applying = asyncio.ensure_future(scripts.apply(events, publish=publish))
+                if progress is not None:
+                    await progress()
+        if applying is not None:
+            await applying
+    finally:
+        if applying is not None and not applying.done():
+            applying.cancel()
     return boards
 
 
