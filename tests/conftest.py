@@ -21,6 +21,7 @@ import uvicorn
 
 from podium.app import close_services, create_app, open_services
 from podium.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
+from podium.realtime.direct import PodiumWebSocketProtocol
 from podium.services import Services
 from podium.settings import Settings
 
@@ -101,6 +102,7 @@ class RunningApp:
             port=self.port,
             log_config=None,
             lifespan="on",
+            ws=PodiumWebSocketProtocol,
             ws_per_message_deflate=False,
             timeout_graceful_shutdown=2,
         )

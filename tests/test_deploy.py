@@ -331,7 +331,6 @@ async def test_two_replicas_behind_a_proxy(stores: Stores, tmp_path: Path) -> No
         "PODIUM_ENV": "production",
         "PODIUM_DB_SCHEMA": settings.db_schema,
         "PODIUM_REDIS_PREFIX": settings.redis_prefix,
-        "PODIUM_BCRYPT_ROUNDS": "4",
         "PODIUM_LOG_LEVEL": "warning",
     }
     ports = [free_port(), free_port()]

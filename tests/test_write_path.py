@@ -30,7 +30,9 @@ from tests.conftest import (
 @pytest.fixture
 def settings(stores: Stores) -> Settings:
     # 100 concurrent writes on one user must not trip the per-user rate limit.
-    return make_settings(stores, writes_per_second_per_user=10_000)
+    return make_settings(
+        stores, writes_per_second_per_user=10_000, writes_per_second_per_ip=100_000
+    )
 
 
 def redis_of(server: RunningApp) -> aioredis.Redis:

@@ -16,7 +16,9 @@ from tests.ws_helpers import open_ws, recv, recv_until, send
 
 @pytest.fixture
 def settings(stores: Stores) -> Settings:
-    return make_settings(stores, writes_per_second_per_user=100_000)
+    return make_settings(
+        stores, writes_per_second_per_user=100_000, writes_per_second_per_ip=100_000
+    )
 
 
 async def test_ack_duplicate_conflict_and_errors(

@@ -70,7 +70,9 @@ async def test_snapshot_then_diffs(
 @pytest.fixture
 def settings(stores: Stores) -> Settings:
     # The burst is 250 writes per user at once: lift the per-user write rate limit.
-    return make_settings(stores, writes_per_second_per_user=100_000)
+    return make_settings(
+        stores, writes_per_second_per_user=100_000, writes_per_second_per_ip=100_000
+    )
 
 
 async def test_burst_coalesces(
@@ -91,7 +93,8 @@ async def test_burst_coalesces(
                     body = {"type": "score", "game": game, "event_id": event, "score": 1}
                     await send(adder, body)
                 for _ in range(window):
-                    assert (await recv(adder, timeout=20))["type"] == "ack"
+                    reply = await recv(adder, timeout=20)
+                    assert reply["type"] == "ack", reply
 
         # 1,000 writes: 250 per player, ten at a time in flight on each of four sockets.
         await asyncio.gather(*(burst(w, 250) for w in writers))

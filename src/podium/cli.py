@@ -48,12 +48,14 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         import uvicorn
 
         from podium.app import create_app
+        from podium.realtime.direct import PodiumWebSocketProtocol
 
         config = uvicorn.Config(
             create_app(ready),
             host=ready.host,
             port=ready.port,
             log_config=None,
+            ws=PodiumWebSocketProtocol,
             ws_per_message_deflate=ready.ws_compression,
             ws_max_size=64 * 1024,
             timeout_graceful_shutdown=5,

@@ -46,6 +46,7 @@ from podium.protocol import (
     Unsubscribe,
     Unsubscribed,
 )
+from podium.realtime.direct import EXTENSION as DIRECT
 from podium.realtime.hub import Feed, Hub, PageKey
 from podium.realtime.session import Session, error_of
 
@@ -418,7 +419,14 @@ class Endpoint:
             await refuse(ws, unavailable("the board cannot be read right now"))
             return
         session = Session(
-            services, principal, receive, send, hub.limits, hub.unregister, channel.rate()
+            services,
+            principal,
+            receive,
+            send,
+            hub.limits,
+            hub.unregister,
+            channel.rate(),
+            direct=scope.get("extensions", {}).get(DIRECT),
         )
         registered = False
         endpoint = ""

@@ -34,6 +34,7 @@ from podium.protocol import (
 )
 from podium.realtime.broker import RESYNC, Broker
 from podium.realtime.coalesce import TopWindow
+from podium.realtime.direct import text_frame
 from podium.realtime.session import Limits, Session
 
 log = logging.getLogger("podium.hub")
@@ -445,10 +446,11 @@ class Hub:
             if diff is None or not feed.watchers:
                 continue
             text = encode_text(diff)  # once, for every socket on this board
+            frame = text_frame(text)  # and framed once: server frames are not masked
             snapshot = feed.top.snapshot_text
             sent = 0
             for session in feed.watchers:
-                sent += session.push(feed.key, text, snapshot)
+                sent += session.push(feed.key, text, snapshot, frame)
             self.pushes += 1
             # Counted once per board, not per socket: a lock per socket would show.
             metrics.PUSHES_SENT.inc(sent)

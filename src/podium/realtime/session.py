@@ -46,6 +46,7 @@ from podium.protocol import (
     decode_client,
     encode_text,
 )
+from podium.realtime.direct import DirectSender
 
 log = logging.getLogger("podium.ws")
 _ids = itertools.count(1)
@@ -88,6 +89,7 @@ class Session:
         limits: Limits,
         on_close: Callable[[Session], None] | None = None,
         rate: float | None = None,
+        direct: DirectSender | None = None,
     ) -> None:
         self.id = next(_ids)
         self.services = services
@@ -96,6 +98,9 @@ class Session:
         self.state = SessionState.OPEN
         self._receive = receive
         self._send = send
+        # Writes shared pre-built frames to the transport; None: only the ASGI send.
+        self._direct = direct
+        self._sending = False
         self._on_close = on_close
         self._queue: deque[str] = deque()
         self._wake = asyncio.Event()
@@ -120,7 +125,9 @@ class Session:
         self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.id}")
         self._arm_expiry()
 
-    def push(self, key: str, text: str, latest: Stale | None = None) -> bool:
+    def push(
+        self, key: str, text: str, latest: Stale | None = None, frame: bytes | None = None
+    ) -> bool:
         """Queue a push of stream `key`; `latest` gives its full state if it must be skipped.
 
         Never blocks. A stream that missed one push skips the rest until the
@@ -129,6 +136,16 @@ class Session:
         """
         if self.state is not SessionState.OPEN:
             return False
+        if (
+            frame is not None
+            and self._direct is not None
+            and not self._queue
+            and not self._lagging
+            and not self._sending  # its frame must go out before ours
+            and self._direct.write(frame)
+        ):
+            self.pushed += 1
+            return True
         if key in self._lagging or len(self._queue) >= self.limits.queue_size:
             self._lagging[key] = latest if latest is not None else text
             self.dropped += 1
@@ -170,7 +187,11 @@ class Session:
             while True:
                 while self._queue:
                     text = self._queue.popleft()
-                    await send({"type": "websocket.send", "text": text})
+                    self._sending = True
+                    try:
+                        await send({"type": "websocket.send", "text": text})
+                    finally:
+                        self._sending = False
                 if self._lagging:
                     stale, self._lagging = self._lagging, {}
                     self._lag_since = None
