@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from websockets.frames import OP_TEXT, Frame
+from websockets.frames import Frame, Opcode
 
 from podium.realtime.direct import text_frame
 
@@ -11,5 +11,5 @@ from podium.realtime.direct import text_frame
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 200_000])
 def test_text_frame_matches_websockets(size: int) -> None:
     text = ("é" * size)[:size] if size % 2 else "x" * size
-    expected = Frame(OP_TEXT, text.encode()).serialize(mask=False, extensions=[])
+    expected = Frame(Opcode.TEXT, text.encode()).serialize(mask=False, extensions=[])
     assert text_frame(text) == expected
