@@ -35,6 +35,7 @@ def main(out: Path) -> None:
     w = load(out, "writes")
     f = load(out, "fanout1k")
     lat = load(out, "lat1k")
+    mid = load(out, "fan5k")
     big = load(out, "fan10k")
     mem = load(out, "memory")
     cl = load(out, "cluster")
@@ -64,17 +65,32 @@ def main(out: Path) -> None:
         ),
         ("  write → first, p50 ms", med(lat, "fanout", "to_first", "p50_ms")),
         (
+            "5,000 subscribers at 100 writes/s: write → last p50 / p99 ms",
+            p50_p99(mid, "fanout", "to_last"),
+        ),
+        (
             "10,000 subscribers at 100 writes/s: write → last p50 / p99 ms",
             p50_p99(big, "fanout", "to_last"),
         ),
         ("  undelivered (write-socket pairs never seen)", med(big, "fanout", "undelivered")),
+        (
+            "  writes/s sustained meanwhile (1,000 / 5,000 / 10,000 subscribers)",
+            " / ".join(med(r, "fanout", "writes_per_s") for r in (lat, mid, big)),
+        ),
+        (
+            "  load generator: subscriber processes' CPU s (1,000 / 5,000 / 10,000)",
+            " / ".join(med(r, "fanout", "subscribers_cpu_s") for r in (lat, mid, big)),
+        ),
         ("server memory per idle socket, KB (5,000 sockets)", med(mem, "memory", "kb_per_socket")),
-        ("server CPU per push per socket, µs (1,000 subs)", med(f, "fanout", "server_us_per_push")),
+        (
+            "server CPU per push per socket, µs (1,000 subs, 100 writes/s)",
+            med(lat, "fanout", "server_us_per_push"),
+        ),
         (
             "floor (websockets.broadcast) CPU per push per socket, µs",
-            med(f, "floor", "server_us_per_push"),
+            med(lat, "floor", "server_us_per_push"),
         ),
-        ("ratio Podium / floor", med(f, "floor_ratio")),
+        ("ratio Podium / floor", med(lat, "floor_ratio")),
         (
             "cluster: write on A → last of 1,000 on B, p50 / p99 ms",
             p50_p99(cl, "cluster", "to_last"),

@@ -42,6 +42,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         client_cpu=args.client_cpu,
         accounts=args.accounts,
         fanout_writers=args.fanout_writers,
+        repeat=args.repeat,
     )
     pin(args.client_cpu)
     chosen = (
@@ -124,6 +125,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fanout-writers", type=int, default=1, help="writers per board (fanout)")
     p.add_argument("--board-size", type=int, default=10_000, help="users on the board (reads)")
     p.add_argument("--readers", type=int, default=32, help="concurrent readers (reads)")
+    p.add_argument("--repeat", type=int, default=1, help="measure reads N times on one load")
     p.add_argument("--accounts", type=int, default=20, help="accounts the sockets share")
     p.add_argument("--server-cpu", type=int, help="pin the server(s) to this CPU (taskset)")
     p.add_argument("--client-cpu", type=int, help="pin the load to this CPU")

@@ -251,7 +251,7 @@ async def _subscriber_main(
         missing += len(times) - len(got)
         first.append(min(got) if got else None)
         last.append(max(got) if got else None)
-    conn.send(("result", first, last, counter[2], missing))
+    conn.send(("result", first, last, counter[2], missing, time.process_time()))
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -302,10 +302,12 @@ class SubscriberPool:
         first: list[float | None] = [None] * len(scores)
         last: list[float | None] = [None] * len(scores)
         pushes = missing = 0
+        self.cpu_s = 0.0
         for pipe in self.pipes:
-            _, f, l_, n, miss = await loop.run_in_executor(None, pipe.recv)
+            _, f, l_, n, miss, cpu = await loop.run_in_executor(None, pipe.recv)
             pushes += n
             missing += miss
+            self.cpu_s += cpu
             for i in range(len(scores)):
                 if f[i] is not None and (first[i] is None or f[i] < first[i]):
                     first[i] = f[i]
