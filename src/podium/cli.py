@@ -243,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if not _is_store_error(exc):
             raise
-        print(f"podium: error: cannot use the configured stores: {exc}", file=sys.stderr)
+        detail = str(exc) or type(exc).__name__
+        print(f"podium: error: cannot use the configured stores: {detail}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -21,6 +21,8 @@ from podium.settings import Settings
 
 SEED_PASSWORD = "podium-seed-password"
 MAX_ABS = 2**53 - 1
+# Bulk statements on a million rows outlast the pool's 30 s command timeout.
+BULK_TIMEOUT_S = 1800
 
 # (id, name, order, operator, policy, min, max, actions)
 GAMES: list[tuple[str, str, str, str, str, int | None, int | None, dict[str, int]]] = [
@@ -172,10 +174,12 @@ async def seed(
                     records=user_rows,
                     columns=["username", "email", "password_hash", "role"],
                     schema_name=settings.db_schema,
+                    timeout=BULK_TIMEOUT_S,
                 )
                 id_rows = await conn.fetch(
                     "SELECT id FROM users WHERE username = ANY($1::text[]) ORDER BY id",
                     [r[0] for r in user_rows],
+                    timeout=BULK_TIMEOUT_S,
                 )
             user_ids = [r["id"] for r in id_rows]
             bar.update(task, completed=users)
@@ -297,6 +301,7 @@ async def seed(
                         "response",
                     ],
                     schema_name=settings.db_schema,
+                    timeout=BULK_TIMEOUT_S,
                 )
                 bar.update(task, advance=1)
                 # The identity numbered the rows in COPY order: map local order -> seq.
@@ -305,6 +310,7 @@ async def seed(
                     " AND credential = 'seed' ORDER BY seq LIMIT $2",
                     base,
                     len(records),
+                    timeout=BULK_TIMEOUT_S,
                 )
                 seq_of = [r["seq"] for r in seqs]
                 if len(seq_of) != len(records):
@@ -341,6 +347,7 @@ async def seed(
                         "last_seq",
                     ],
                     schema_name=settings.db_schema,
+                    timeout=BULK_TIMEOUT_S,
                 )
                 bar.update(task, advance=1)
             timings["events_s"] = time.perf_counter() - t
