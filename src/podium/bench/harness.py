@@ -35,6 +35,8 @@ SERVER_ENV = {
     "PODIUM_WS_MESSAGES_PER_SECOND": "1000000",
     "PODIUM_REGISTRATIONS_PER_MINUTE": "1000000",
     "PODIUM_BCRYPT_ROUNDS": "4",
+    # A 1M-user board takes longer to load than an access token lives.
+    "PODIUM_ACCESS_TOKEN_TTL": "86400",
     "PODIUM_LOG_LEVEL": "warning",
 }
 
