@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -30,7 +31,7 @@ from tests.conftest import (
 )
 
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOT_COPY = Path("/tmp/podium-screenshot.png")
+SCREENSHOT_COPY = Path(tempfile.gettempdir()) / "podium-screenshot.png"
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
