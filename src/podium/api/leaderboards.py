@@ -12,6 +12,7 @@ from starlette.routing import Route
 from podium.api.responses import JSON
 from podium.api.spec import Param, shape, spec
 from podium.auth.guards import require_principal
+from podium.auth.tokens import Principal
 from podium.boards import ranks
 from podium.boards.periods import Period
 from podium.errors import invalid
@@ -55,6 +56,15 @@ def _user_id(raw: str) -> int:
     if value <= 0:
         raise invalid("user id must be positive", {"user_id": "> 0"})
     return value
+
+
+def _target_user(principal: Principal, raw: str) -> int:
+    """The user a path names: an id, or `me` for the caller."""
+    if raw != "me":
+        return _user_id(raw)
+    if principal.user_id is None:
+        raise invalid("a service credential has no 'me'", {"user_id": "give an id"})
+    return principal.user_id
 
 
 def _services(request: Request) -> Services:
@@ -127,8 +137,7 @@ async def board_around(request: Request) -> Response:
 )
 async def board_user(request: Request) -> Response:
     principal = await require_principal(request)
-    raw = request.path_params["user_id"]
-    user_id = principal.user_id if raw == "me" and principal.user_id else _user_id(raw)
+    user_id = _target_user(principal, request.path_params["user_id"])
     result = await ranks.user_rank(
         _services(request),
         request.path_params["game"],
@@ -177,13 +186,7 @@ async def board_members(request: Request) -> Response:
 )
 async def user_ranks(request: Request) -> Response:
     principal = await require_principal(request)
-    raw = request.path_params["user_id"]
-    if raw == "me":
-        if principal.user_id is None:
-            raise invalid("a service credential has no 'me'", {"user_id": "give an id"})
-        user_id = principal.user_id
-    else:
-        user_id = _user_id(raw)
+    user_id = _target_user(principal, request.path_params["user_id"])
     boards = await ranks.boards_of_user(_services(request), user_id)
     return JSON({"user_id": user_id, "boards": boards})
 
