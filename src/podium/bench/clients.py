@@ -90,6 +90,22 @@ class RawHttp:
 ScoreFn = Callable[[], int]
 
 
+class Pacer:
+    """Spaces sends `interval` seconds apart (0: flat out); a late send goes at once."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.next_at = time.monotonic()
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        self.next_at += self.interval
+        delay = self.next_at - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
 async def ws_writer(
     ws_url: str,
     token: str,
@@ -104,13 +120,9 @@ async def ws_writer(
     async with connect(
         f"{ws_url}/ws/v1/add-score", additional_headers=headers, compression=None, max_size=2**20
     ) as ws:
-        next_at = time.monotonic()
+        pacer = Pacer(pace)
         while time.monotonic() < until:
-            if pace:
-                next_at += pace
-                delay = next_at - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+            await pacer.wait()
             score = next_score()
             msg = {"type": "score", "game": game, "event_id": str(uuid.uuid4()), "score": score}
             sent = time.monotonic()
@@ -154,13 +166,9 @@ async def floor_writer(
 ) -> None:
     """Publish to the floor server: the same payload shape as a Podium diff."""
     async with connect(f"{ws_url}/publish", compression=None) as ws:
-        next_at = time.monotonic()
+        pacer = Pacer(pace)
         while time.monotonic() < until:
-            if pace:
-                next_at += pace
-                delay = next_at - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+            await pacer.wait()
             score = next_score()
             payload["upserts"][0]["score"] = score
             sent = time.monotonic()
