@@ -1,0 +1,98 @@
+"""The shapes a client value must have before any cache, dict, lock or store sees it.
+
+Ground layer: imported by the API, the protocol and the domain; imports nothing of
+Podium. Each constraint is an annotated msgspec type, so the decoders enforce it and the
+OpenAPI document states it from the same definition; the `is_*` helpers check values
+that arrive outside a Struct (path and query parameters).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+import msgspec
+
+# PostgreSQL bigint: anything wider is refused before it reaches a query.
+INT64_MAX = 2**63 - 1
+# Redis scores are doubles: every integer up to 2^53 - 1 in magnitude is exact.
+MAX_ABS_SCORE = 2**53 - 1
+
+SLUG_PATTERN = r"^[a-z0-9-]{1,40}$"
+ACTION_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,32}$"
+HEX_SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
+# Printable text: no NUL (PostgreSQL text refuses it) and no other C0 control character.
+TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+PERIODS = ("all", "day", "week", "month")
+
+_SLUG_RE = re.compile(SLUG_PATTERN)
+_ACTION_RE = re.compile(ACTION_PATTERN)
+_USERNAME_RE = re.compile(USERNAME_PATTERN)
+_TEXT_RE = re.compile(TEXT_PATTERN)
+
+Slug = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=SLUG_PATTERN,
+        min_length=1,
+        max_length=40,
+        description="lowercase letters, digits and '-', 1 to 40 characters",
+    ),
+]
+ActionName = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=ACTION_PATTERN,
+        min_length=1,
+        max_length=64,
+        description="letters, digits, '_', '.' and '-', 1 to 64 characters",
+    ),
+]
+Username = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=USERNAME_PATTERN,
+        min_length=3,
+        max_length=32,
+        description="letters, digits, '_', '.' and '-', 3 to 32 characters",
+    ),
+]
+HexSignature = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=HEX_SHA256_PATTERN,
+        min_length=64,
+        max_length=64,
+        description="hex HMAC-SHA256, 64 characters",
+    ),
+]
+UserId = Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)]
+Score = Annotated[int, msgspec.Meta(ge=-MAX_ABS_SCORE, le=MAX_ABS_SCORE)]
+# A display name or other free text: bound its length with its own Meta beside this one,
+# e.g. Annotated[str, msgspec.Meta(pattern=TEXT_PATTERN, min_length=1, max_length=100)].
+GameName = Annotated[str, msgspec.Meta(pattern=TEXT_PATTERN, min_length=1, max_length=100)]
+
+
+def is_slug(value: str) -> bool:
+    return _SLUG_RE.fullmatch(value) is not None
+
+
+def is_action(value: str) -> bool:
+    return _ACTION_RE.fullmatch(value) is not None
+
+
+def is_username(value: str) -> bool:
+    return _USERNAME_RE.fullmatch(value) is not None
+
+
+def is_text(value: str) -> bool:
+    return _TEXT_RE.fullmatch(value) is not None
+
+
+def user_id_of(raw: str) -> int | None:
+    """A path segment as a user id, or None when it is not one (never wider than int64)."""
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19:
+        return None
+    value = int(raw)
+    return value if 1 <= value <= INT64_MAX else None
