@@ -25,9 +25,9 @@ class VoidOut(msgspec.Struct):
 _DELETE_SQL = """
 WITH d AS (
     DELETE FROM board_values WHERE user_id = $1
-    RETURNING game_id, period, period_start
+    RETURNING game_id, period, period_start, last_seq
 )
-SELECT d.game_id, d.period, d.period_start,
+SELECT d.game_id, d.period, d.period_start, d.last_seq,
        coalesce(g.sort_order, 'desc') = 'desc' AS descending
 FROM d LEFT JOIN games g ON g.id = d.game_id
 """
@@ -61,12 +61,15 @@ async def void_user(services: Services, scripts: Scripts, user_id: int) -> VoidO
             raise unavailable("the score store is unavailable; nothing was voided") from None
         raise
     boards = [board_id(r["game_id"], r["period"], r["period_start"]) for r in rows]
+    # Each removal carries the version of the row it deleted: Redis keeps it as a
+    # tombstone, so a batch of this user that committed before the void (its version
+    # is at most that) and reaches Redis after it is refused.
     removals = [
         BoardRow(
             board,
             "",
             0,
-            0,
+            r["last_seq"],
             True if r["game_id"] == GLOBAL else r["descending"],
             expire_at(r["period"], r["period_start"], services.settings.retention_days),
         )
