@@ -14,13 +14,16 @@ from urllib.parse import urlsplit
 
 import httpx
 import msgspec
+import pytest
 
+from podium.boards import index as index_module
 from podium.boards.index import BoardIndex
 from podium.boards.scripts import source
 from podium.settings import Settings
 from tests.boards_helpers import create_game, post_score, read_board
-from tests.conftest import Account, RunningApp, running_app
+from tests.conftest import Account, RunningApp, register_and_login, running_app
 from tests.test_rebuild import assert_index_matches_log
+from tests.ws_helpers import open_ws, recv, recv_until
 
 
 class HoldingProxy:
@@ -120,3 +123,69 @@ async def test_void_racing_an_inflight_batch_keeps_the_player_off_the_board(
         assert not index.stale  # the apply ran (and was refused), it did not fail
         assert await read_board(server.services.redis, settings.redis_prefix, game) == []
         await assert_index_matches_log(server)
+
+
+PLAYERS = 24
+
+
+async def test_a_rebuild_on_a_is_invisible_to_reads_on_b(
+    server: RunningApp,
+    settings: Settings,
+    client: httpx.AsyncClient,
+    admin: Account,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Finding 2: between any two chunks of A's rebuild, B reads the whole board; a write
+    acknowledged during the rebuild is in it afterwards; B's subscribers get one resync
+    after the swap and never see a seq go backwards."""
+    assert server.services is not None
+    game = (await create_game(client, admin))["id"]
+    players = [await register_and_login(client) for _ in range(PLAYERS)]
+    values = {p.id: 100 + n for n, p in enumerate(players)}
+    for p in players:
+        assert (await post_score(client, p, game, values[p.id])).status_code == 200
+    # Every board row of the log (4 periods x game and global) in chunks of 5.
+    monkeypatch.setattr(index_module, "LOAD_CHUNK", 5)
+    async with (
+        running_app(settings) as b,
+        httpx.AsyncClient(base_url=b.url + "/api/v1", timeout=30) as http_b,
+        await open_ws(b, "scoreboard", admin, game=game) as board,
+    ):
+        first = await recv(board)
+        assert first["type"] == "snapshot"
+        reads: list[tuple[list[tuple[int, int]], int]] = []
+        wrote = False
+
+        async def between_chunks() -> None:
+            nonlocal wrote
+            page = await http_b.get(f"/leaderboards/{game}?limit=200", headers=admin.headers)
+            assert page.status_code == 200, page.text
+            body = page.json()
+            want = sorted(values.items(), key=lambda kv: -kv[1])
+            got = [(e["user_id"], e["score"]) for e in body["entries"]]
+            reads.append((got, body["total"]))
+            assert (got, body["total"]) == (want, PLAYERS)
+            if len(reads) == 3 and not wrote:
+                wrote = True  # a write on A while A rebuilds: acknowledged, so kept
+                r = await post_score(client, players[0], game, 1000)
+                assert r.status_code == 200, r.text
+                values[players[0].id] = 1000
+
+        count = await index_module.rebuild(
+            server.services.pool,
+            server.services.redis,
+            settings.redis_prefix,
+            settings.retention_days,
+            progress=between_chunks,
+        )
+        assert count >= 8 and len(reads) >= 8 and wrote
+        await between_chunks()
+        await assert_index_matches_log(server)
+        seen = [first]
+        seen.append(await recv_until(board, lambda m: m["type"] == "snapshot"))
+        # One resync only: the next push is the diff of the next write, from its seq.
+        assert (await post_score(client, players[1], game, 2000)).status_code == 200
+        seen.append(await recv_until(board, lambda m: m["type"] != "pong"))
+        assert seen[-1]["type"] == "diff" and seen[-1]["prev_seq"] == seen[-2]["seq"]
+        seqs = [m["seq"] for m in seen]
+        assert seqs == sorted(set(seqs)), seqs

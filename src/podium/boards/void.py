@@ -6,7 +6,6 @@ import logging
 
 import msgspec
 
-from podium.boards.index import void_gen_key
 from podium.boards.keys import GLOBAL, board_id
 from podium.boards.scripts import ApplyEvent, BoardRow, Scripts, expire_at
 from podium.boards.writer import is_unavailable
@@ -77,9 +76,10 @@ async def void_user(services: Services, scripts: Scripts, user_id: int) -> VoidO
     ]
     index = services.extras.get("index")
     try:
+        # During a rebuild this reaches the boards aside too; its tombstones win over
+        # the rebuild's snapshot in either order.
         if removals:
             await scripts.apply([ApplyEvent("", user_id, removals)])
-        await services.redis.incr(void_gen_key(services.settings.redis_prefix))
     except Exception as exc:
         log.warning("redis void failed; index marked stale: %s", exc)
         if index is not None:

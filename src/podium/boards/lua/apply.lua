@@ -2,8 +2,7 @@
 --
 -- KEYS: none (keys are built from the prefix; Podium runs on one Redis, not a cluster).
 -- ARGV[1]  key prefix (e.g. "podium:")
--- ARGV[2]  "1" to capture top-10 diffs, INCR board seqs and PUBLISH; "0" to load quietly
---          (rebuild)
+-- ARGV[2]  "1" to capture top-10 diffs, INCR board seqs and PUBLISH; "0" to apply quietly
 -- ARGV[3]  the events, MessagePack-encoded (one argument: packing thousands of
 --          arguments costs the client more than running the script), a list of
 --          [all_board, user_id, rows]:
@@ -13,7 +12,13 @@
 --              board, member ("reached_seq:user_id[:reached_at_ms]", "" removes the
 --              user from the board), zscore, last_seq,
 --              desc ("1" when the zset holds -value), expireat (unix seconds, "0" = none)
+-- ARGV[4]  optional: a rebuild's generation. The rows then go to that rebuild's boards
+--          aside ("{prefix}r:{gen}:b:{board}", ...) only, quietly, and only while the
+--          rebuild holds its lease ("{prefix}rebuild-lock" = gen); else an error.
 --
+-- While a rebuild holds the lease, every other apply also writes its rows to the boards
+-- aside and names them in "{prefix}r:{gen}:boards", so the swap (swap.lua) installs
+-- boards that miss no write acknowledged during the rebuild.
 -- A row is applied only when its last_seq is newer than the one stored in the board's
 -- members hash, so batches applied out of order (several instances) converge. A
 -- removal stores a tombstone "|last_seq" (the version of the row the void deleted):
@@ -24,6 +29,14 @@
 local prefix = ARGV[1]
 local publish = ARGV[2] == '1'
 local events = cmsgpack.unpack(ARGV[3])
+local loading = ARGV[4] ~= nil and ARGV[4] ~= ''
+
+local gen = redis.call('GET', prefix .. 'rebuild-lock')
+if loading then
+  if gen ~= ARGV[4] then return redis.error_reply('PODIUM rebuild lease lost') end
+  publish = false
+end
+local aside = gen and (prefix .. 'r:' .. gen .. ':') or nil
 
 local function rank_of(board, user)
   if board == '' then return 0 end
@@ -108,22 +121,53 @@ local function write_row(zkey, mkey, user, old_member, member, zscore, version, 
   end
 end
 
+-- A member without its time ("seq:user") whose value was reached earlier keeps the
+-- member Redis has, time included.
+local function with_time(old_member, member)
+  if old_member and member ~= '' and not string.find(member, ':%d+:')
+      and string.sub(old_member, 1, #member + 1) == member .. ':' then
+    return old_member
+  end
+  return member
+end
+
+local aside_named = {}
+local function apply_aside(board, user, member, zscore, last_seq, expireat)
+  if not aside_named[board] then
+    aside_named[board] = true
+    redis.call('SADD', aside .. 'boards', board)
+  end
+  local mkey = aside .. 'm:' .. board
+  local ok, old_member, version = admits(mkey, user, member, last_seq)
+  if ok then
+    write_row(aside .. 'b:' .. board, mkey, user, old_member, with_time(old_member, member),
+      zscore, version, expireat)
+  end
+end
+
+if loading then
+  for e = 1, #events do
+    local user, rows = events[e][2], events[e][3]
+    for r = 1, #rows do
+      local row = rows[r]
+      apply_aside(row[1], user, row[2], row[3], tonumber(row[4]), row[6])
+    end
+  end
+  return cmsgpack.pack(out)
+end
+
 for e = 1, #events do
   local event = events[e]
   local all_board, user, rows = event[1], event[2], event[3]
   local rank_before = rank_of(all_board, user)
   for r = 1, #rows do
     local row = rows[r]
-    local board, member, zscore = row[1], row[2], row[3]
-    local desc, expireat = row[5] == '1', row[6]
+    local board, zscore = row[1], row[3]
+    local last_seq, desc, expireat = tonumber(row[4]), row[5] == '1', row[6]
+    if aside then apply_aside(board, user, row[2], zscore, last_seq, expireat) end
     local mkey = prefix .. 'm:' .. board
-    local ok, old_member, version = admits(mkey, user, member, tonumber(row[4]))
-    -- A member without its time ("seq:user") whose value was reached earlier keeps
-    -- the member Redis has, time included.
-    if ok and old_member and member ~= '' and not string.find(member, ':%d+:')
-        and string.sub(old_member, 1, #member + 1) == member .. ':' then
-      member = old_member
-    end
+    local ok, old_member, version = admits(mkey, user, row[2], last_seq)
+    local member = with_time(old_member, row[2])
     -- A removal of a user the board does not show changes nothing anyone sees.
     local visible = ok and (member ~= '' or old_member ~= nil)
     if visible and publish and not before[board] then
