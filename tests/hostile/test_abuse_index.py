@@ -7,22 +7,37 @@ instance's apply in flight while the other instance acts.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import msgspec
 import pytest
+import redis.asyncio as aioredis
 
 from podium.boards import index as index_module
 from podium.boards.index import BoardIndex
+from podium.boards.keys import BoardKeys, board_id
+from podium.boards.periods import EPOCH
 from podium.boards.scripts import source
+from podium.embedded import EmbeddedPostgres, EmbeddedValkey
 from podium.settings import Settings
 from tests.boards_helpers import create_game, post_score, read_board
-from tests.conftest import Account, RunningApp, register_and_login, running_app
-from tests.test_rebuild import assert_index_matches_log
+from tests.conftest import (
+    Account,
+    RunningApp,
+    Stores,
+    drop_test_state,
+    make_admin,
+    make_settings,
+    register_and_login,
+    running_app,
+)
+from tests.test_rebuild import assert_index_matches_log, private_valkey  # noqa: F401
 from tests.ws_helpers import open_ws, recv, recv_until
 
 
@@ -189,3 +204,126 @@ async def test_a_rebuild_on_a_is_invisible_to_reads_on_b(
         assert seen[-1]["type"] == "diff" and seen[-1]["prev_seq"] == seen[-2]["seq"]
         seqs = [m["seq"] for m in seen]
         assert seqs == sorted(set(seqs)), seqs
+
+
+async def _two_on_a_board(client: httpx.AsyncClient, admin: Account) -> tuple[str, list[Account]]:
+    game = (await create_game(client, admin))["id"]
+    players = [await register_and_login(client) for _ in range(2)]
+    for n, p in enumerate(players):
+        assert (await post_score(client, p, game, 10 * (n + 1))).status_code == 200
+    return game, players
+
+
+async def test_redis_values_that_do_not_parse_are_not_trusted(
+    server: RunningApp, settings: Settings, client: httpx.AsyncClient, admin: Account
+) -> None:
+    """Finding 3: a foreign zset member or members-hash entry sends the read to
+    PostgreSQL, which has the truth."""
+    assert server.services is not None
+    game, (low, high) = await _two_on_a_board(client, admin)
+    keys = BoardKeys(settings.redis_prefix)
+    board = board_id(game, "all", EPOCH)
+    redis = server.services.redis
+    await redis.zadd(keys.zset(board), {"not-a-member": -1e9})
+    r = await client.get(f"/leaderboards/{game}", headers=admin.headers)
+    assert r.status_code == 200, r.text
+    assert [(e["user_id"], e["score"]) for e in r.json()["entries"]] == [
+        (high.id, 20),
+        (low.id, 10),
+    ]
+    await redis.zrem(keys.zset(board), "not-a-member")
+    await redis.hset(keys.members(board), str(high.id), "garbage")
+    r = await client.get(f"/leaderboards/{game}/users/{high.id}", headers=admin.headers)
+    assert r.status_code == 200, r.text
+    assert (r.json()["rank"], r.json()["score"]) == (1, 20)
+
+
+def _cursor(board: str, offset: int, member: str) -> str:
+    raw = msgspec.msgpack.encode([board, offset, member])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+async def test_hostile_read_values_are_refused_before_any_store(
+    server: RunningApp, client: httpx.AsyncClient, admin: Account
+) -> None:
+    """Finding 4: forged cursors, ids and offsets out of range, non-slug games: a clear
+    4xx, never a 500 and never a page with made-up ranks."""
+    game, (low, _) = await _two_on_a_board(client, admin)
+    board = board_id(game, "all", EPOCH)
+    h = admin.headers
+    for cursor in (_cursor(board, -3, "nope"), _cursor(board, 0, "x" * 300)):
+        r = await client.get(f"/leaderboards/{game}", params={"cursor": cursor}, headers=h)
+        assert r.status_code == 400, r.text
+    r = await client.get(f"/leaderboards/{game}", params={"offset": 10**30}, headers=h)
+    assert r.status_code == 422, r.text
+    for path in (f"/leaderboards/{game}/users/{2**64}", f"/leaderboards/{game}/around/{2**64}"):
+        r = await client.get(path, headers=h)
+        assert r.status_code == 422, (path, r.text)
+    r = await client.get(f"/leaderboards/{game}/members", params={"ids": f"{low.id},-5"}, headers=h)
+    assert r.status_code == 422, r.text
+    for bad in ("a%00b", "A" * 500, "UPPER"):
+        r = await client.get(f"/leaderboards/{bad}", headers=h)
+        assert r.status_code == 404, (bad, r.text)
+    r = await client.post(f"/admin/users/{2**63}/void", headers=h)
+    assert r.status_code == 404, r.text
+
+
+async def test_reads_with_postgres_down_are_503_never_500(stores: Stores, tmp_path: Path) -> None:
+    """Finding 3: PostgreSQL unreachable: what Redis can answer it answers, the rest is 503."""
+    pg = EmbeddedPostgres(tmp_path / "pg", durable=False)
+    await asyncio.to_thread(pg.start)
+    settings = make_settings(stores, database_url=pg.url)
+    try:
+        async with (
+            running_app(settings) as app,
+            httpx.AsyncClient(base_url=app.url + "/api/v1", timeout=30) as http,
+        ):
+            admin = await make_admin(app, http)
+            game, (low, high) = await _two_on_a_board(http, admin)
+            assert (await http.get(f"/leaderboards/{game}", headers=admin.headers)).is_success
+            await asyncio.to_thread(pg.stop)
+            r = await http.get(f"/users/{high.id}/ranks", headers=admin.headers)
+            assert r.status_code == 503, r.text
+            for path in (
+                f"/leaderboards/{game}",
+                f"/leaderboards/{game}/users/{low.id}",
+                f"/leaderboards/{game}/around/{low.id}",
+                f"/leaderboards/{game}/members?ids={low.id},{high.id}",
+            ):
+                r = await http.get(path, headers=admin.headers)
+                assert r.status_code in (200, 503), (path, r.text)
+    finally:
+        await asyncio.to_thread(pg.stop)  # its data dir goes with tmp_path
+        redis = aioredis.Redis.from_url(stores.redis_url)
+        keys = [k async for k in redis.scan_iter(match=f"{settings.redis_prefix}*")]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()
+
+
+async def test_reads_with_redis_down_come_from_postgres(
+    stores: Stores,
+    private_valkey: EmbeddedValkey,  # noqa: F811 (the fixture, imported above)
+) -> None:
+    """Finding 3: every Redis failure falls back to PostgreSQL, with the same answers."""
+    settings = make_settings(stores, redis_url=private_valkey.url)
+    async with (
+        running_app(settings) as app,
+        httpx.AsyncClient(base_url=app.url + "/api/v1", timeout=30) as http,
+    ):
+        admin = await make_admin(app, http)
+        game, (low, high) = await _two_on_a_board(http, admin)
+        paths = (
+            f"/leaderboards/{game}?ranking=competition",
+            f"/leaderboards/{game}/users/{low.id}",
+            f"/leaderboards/{game}/around/{low.id}",
+            f"/leaderboards/{game}/members?ids={low.id},{high.id}",
+            f"/users/{high.id}/ranks",
+        )
+        before = [(await http.get(p, headers=admin.headers)).json() for p in paths]
+        await asyncio.to_thread(private_valkey.stop)
+        for path, want in zip(paths, before, strict=True):
+            r = await http.get(path, headers=admin.headers)
+            assert r.status_code == 200, (path, r.text)
+            assert r.json() == want, path
+    await drop_test_state(msgspec.structs.replace(settings, redis_url=stores.redis_url))

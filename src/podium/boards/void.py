@@ -11,6 +11,7 @@ from podium.boards.scripts import ApplyEvent, BoardRow, Scripts, expire_at
 from podium.boards.writer import is_unavailable
 from podium.errors import not_found, unavailable
 from podium.services import Services
+from podium.validation import INT64_MAX
 
 log = logging.getLogger("podium.void")
 
@@ -34,6 +35,8 @@ FROM d LEFT JOIN games g ON g.id = d.game_id
 
 async def void_user(services: Services, scripts: Scripts, user_id: int) -> VoidOut:
     """Mark the user's events void, drop their board rows, and update Redis with diffs."""
+    if not 1 <= user_id <= INT64_MAX:  # no such user can exist; the query would refuse it
+        raise not_found("no such user")
     try:
         async with services.pool.acquire() as conn, conn.transaction():
             # The writer's per-user lock: no batch of this user interleaves with the void.
