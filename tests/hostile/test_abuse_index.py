@@ -20,7 +20,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from podium.boards import index as index_module
-from podium.boards.index import BoardIndex
+from podium.boards.index import BoardIndex, rebuild_lock_key
 from podium.boards.keys import BoardKeys, board_id
 from podium.boards.periods import EPOCH
 from podium.boards.scripts import source
@@ -43,13 +43,15 @@ from tests.ws_helpers import open_ws, recv, recv_until
 
 class HoldingProxy:
     """A TCP proxy to Valkey. Armed, it holds the first connection that sends `marker`
-    (from that command on) until `release` is set; everything else flows."""
+    (from that command on) until `release` is set; while `cutting`, it drops every
+    connection that sends `marker` instead. Everything else flows."""
 
     def __init__(self, target_url: str, marker: bytes) -> None:
         parts = urlsplit(target_url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 6379
         self.marker = marker
         self.armed = False
+        self.cutting = False
         self.held = asyncio.Event()
         self.release = asyncio.Event()
         self._server: asyncio.Server | None = None
@@ -88,6 +90,8 @@ class HoldingProxy:
     ) -> None:
         with contextlib.suppress(ConnectionError):
             while data := await reader.read(65536):
+                if hold and self.cutting and self.marker in data:
+                    return  # the command never reaches Valkey: the client sees the cut
                 if hold and self.armed and self.marker in data:
                     self.armed = False
                     self.held.set()
@@ -327,3 +331,35 @@ async def test_reads_with_redis_down_come_from_postgres(
             assert r.status_code == 200, (path, r.text)
             assert r.json() == want, path
     await drop_test_state(msgspec.structs.replace(settings, redis_url=stores.redis_url))
+
+
+async def test_an_instance_that_missed_a_write_stops_every_instance_trusting_redis(
+    server: RunningApp,
+    settings: Settings,
+    client: httpx.AsyncClient,
+    admin: Account,
+    player: Account,
+) -> None:
+    """Finding 2 (the other half): A's apply fails while another rebuild holds the lease,
+    so A cannot rebuild yet; B must not go on serving the Redis board that lacks A's
+    acknowledged write."""
+    assert server.services is not None
+    game = (await create_game(client, admin, operator="sum"))["id"]
+    assert (await post_score(client, player, game, 5)).status_code == 200
+    # Another instance's rebuild (a foreign lease): A's own rebuild has to wait.
+    await server.services.redis.set(rebuild_lock_key(settings.redis_prefix), "someone-else")
+    async with (
+        instance_behind_proxy(settings) as (a, proxy),
+        httpx.AsyncClient(base_url=a.url + "/api/v1", timeout=30) as http_a,
+    ):
+        proxy.cutting = True
+        r = await post_score(http_a, player, game, 7)
+        assert r.status_code == 200, r.text  # durable in PostgreSQL: acknowledged
+        proxy.cutting = False
+        async with asyncio.timeout(10):
+            while True:
+                page = await client.get(f"/leaderboards/{game}", headers=player.headers)
+                assert page.status_code == 200, page.text
+                if [e["score"] for e in page.json()["entries"]] == [12]:
+                    break
+                await asyncio.sleep(0.05)
