@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from podium.boards.keys import BoardKeys, member
 from podium.boards.scripts import ApplyEvent, BoardRow, Scripts
@@ -142,6 +143,85 @@ async def test_remove_and_quiet_load(redis: aioredis.Redis, scripts: Scripts) ->
         await scripts.apply([ev("", 2, BoardRow(b, "", 0, 0, True, 2_000_000_000))])
         change = await listener.next()
     assert change.left == [2] and change.changed == [2] and change.top == [(1, 1, 1)]
-    assert await redis.hget(keys.members(b), "2") is None
+    # Not deleted: a tombstone at the version it removed (see the void tests below).
+    assert await redis.hget(keys.members(b), "2") == b"|2"
     assert await redis.zcard(keys.zset(b)) == 1
     assert await redis.expiretime(keys.seq(b)) == 2_000_000_000
+
+
+def gone(board: str, user: int, last_seq: int, expireat: int = 0) -> BoardRow:
+    """The void of `user` on `board`, whose deleted row was at version `last_seq`."""
+    return BoardRow(board, "", 0, last_seq, True, expireat)
+
+
+async def test_void_leaves_a_tombstone_an_older_apply_cannot_pass(
+    redis: aioredis.Redis, scripts: Scripts
+) -> None:
+    keys = BoardKeys(scripts.prefix)
+    b = "g:all:1970-01-01"
+    await scripts.apply([ev(b, 1, row(b, 1, 50, 5)), ev(b, 2, row(b, 2, 10, 6))])
+    await scripts.apply([ev(b, 1, gone(b, 1, 5))])
+    assert await redis.zcard(keys.zset(b)) == 1
+    # A batch that committed before the void is applied late (another instance).
+    await scripts.apply([ev(b, 1, row(b, 1, 50, 5)), ev(b, 1, row(b, 1, 40, 4))])
+    assert await redis.zrange(keys.zset(b), 0, -1) == [member(6, 2).encode()]
+    assert await scripts.apply([ev(b, 1)]) == [(None, None)]
+    # A later legitimate write (newer version) still lands.
+    await scripts.apply([ev(b, 1, row(b, 1, 70, 9))])
+    assert await redis.zrange(keys.zset(b), 0, -1) == [member(9, 1).encode(), member(6, 2).encode()]
+
+
+async def test_void_before_the_stale_apply_still_guards(
+    redis: aioredis.Redis, scripts: Scripts
+) -> None:
+    keys = BoardKeys(scripts.prefix)
+    b = "g:day:2026-01-02"
+    async with Listener(redis, keys.channel(b)) as listener:
+        # The void's apply runs first: Redis never saw the user's row on this board.
+        await scripts.apply([ev("", 1, gone(b, 1, 5, expireat=2_000_000_000))])
+        await scripts.apply([ev("", 1, row(b, 1, 50, 5, expireat=2_000_000_000))])
+        assert await listener.nothing()  # nothing visible changed: no push, no seq
+    assert await redis.zcard(keys.zset(b)) == 0
+    assert await redis.get(keys.seq(b)) is None
+    # The tombstone goes with its board.
+    assert await redis.expiretime(keys.members(b)) == 2_000_000_000
+
+
+async def test_an_older_void_does_not_remove_a_newer_row(
+    redis: aioredis.Redis, scripts: Scripts
+) -> None:
+    keys = BoardKeys(scripts.prefix)
+    b = "g:all:1970-01-01"
+    await scripts.apply([ev(b, 1, row(b, 1, 50, 8))])
+    await scripts.apply([ev(b, 1, gone(b, 1, 5))])
+    assert await redis.zrange(keys.zset(b), 0, -1) == [member(8, 1).encode()]
+    # The same version: the void removed exactly the row Redis holds.
+    await scripts.apply([ev(b, 1, gone(b, 1, 8))])
+    assert await redis.zcard(keys.zset(b)) == 0
+
+
+async def test_rebuild_aside_then_swap(redis: aioredis.Redis, scripts: Scripts) -> None:
+    """apply.lua writes aside while a rebuild holds the lease; swap.lua installs it all."""
+    keys = BoardKeys(scripts.prefix)
+    b, old = "g:all:1970-01-01", "gone:all:1970-01-01"
+    await scripts.apply([ev(b, 1, row(b, 1, 10, 1)), ev(old, 1, row(old, 1, 5, 2))])
+    with pytest.raises(ResponseError):  # no lease: a load may not write aside
+        await scripts.load([ev("", 1, row(b, 1, 10, 1))], "gen1")
+    await redis.set(f"{scripts.prefix}rebuild-lock", "gen1")
+    # The snapshot (load) and a write during the rebuild, in either order, converge.
+    await scripts.apply([ev(b, 2, row(b, 2, 30, 5))])
+    await scripts.load([ev("", 1, row(b, 1, 10, 1)), ev("", 2, row(b, 2, 20, 3))], "gen1")
+    assert await redis.zcard(keys.zset(b)) == 2  # live boards untouched by the load
+    assert await scripts.swap("gen2", "e", [b, old]) == -1  # not the lease's rebuild
+    async with Listener(redis, keys.channel(b)) as lb, Listener(redis, keys.channel(old)) as lo:
+        assert await scripts.swap("gen1", "e", [b, old]) == 2
+        assert (await lb.next()).resync
+        assert (await lo.next()).resync
+    assert await redis.zrange(keys.zset(b), 0, -1) == [member(5, 2).encode(), member(1, 1).encode()]
+    assert await redis.get(keys.seq(b)) == b"3"  # kept and bumped: 2 applies + the swap
+    assert not await redis.exists(keys.zset(old), keys.members(old))
+    assert not await redis.exists(f"{scripts.prefix}rebuild-lock", f"{scripts.prefix}r:gen1:boards")
+    assert await redis.get(keys.epoch) == b"e"
+    # The lease is gone: applies write live only again.
+    await scripts.apply([ev(b, 3, row(b, 3, 1, 9))])
+    assert [k async for k in redis.scan_iter(match=f"{scripts.prefix}r:*")] == []

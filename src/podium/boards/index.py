@@ -1,10 +1,14 @@
 """Redis as an index derived from PostgreSQL: rebuild, and notice when it is lost.
 
-`board_values` (PostgreSQL) is the truth; the Redis boards are rebuilt from it with
-the same version-guarded apply.lua the writer uses, so writes landing during a
-rebuild converge. The `epoch` key is set after a complete build: its absence means
-Redis lost its data (restart without persistence, FLUSHALL). While the index is
-stale or rebuilding, `ready` is False and reads go to PostgreSQL.
+`board_values` (PostgreSQL) is the truth. A rebuild takes a lease (`rebuild-lock`,
+its value the rebuild's generation), builds every board aside from one snapshot of
+`board_values`, and swaps them in with one script (swap.lua): no instance ever reads
+a half-built board. While the lease is held, every apply also writes its rows to the
+boards aside (apply.lua), with the same version guards, so no write acknowledged
+during the rebuild is lost and voids (tombstones) win over the snapshot in either
+order. The `epoch` key is set by the swap: its absence means Redis lost its data
+(restart without persistence, FLUSHALL) or an instance missed a write, and every
+instance then reads PostgreSQL until the next swap.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ import redis.asyncio as aioredis
 
 from podium.boards.keys import GLOBAL, BoardKeys, board_id
 from podium.boards.scripts import ApplyEvent, Scripts, set_row
-from podium.protocol import BoardChange, board_change_encoder
 
 log = logging.getLogger("podium.index")
 
@@ -36,13 +39,27 @@ _ROWS_SQL = (
 )
 
 
-def void_gen_key(prefix: str) -> str:
-    """Bumped by every void: a rebuild that overlapped one loads again."""
-    return f"{prefix}void-gen"
+class RebuildBusy(Exception):
+    """Another rebuild holds the lease."""
+
+
+class LeaseLost(Exception):
+    """This rebuild stalled past its lease; another may have started: it installs nothing."""
 
 
 def rebuild_lock_key(prefix: str) -> str:
+    """The rebuild lease: one rebuild at a time across instances; its value, the
+    generation, names the boards aside that every apply also writes meanwhile."""
     return f"{prefix}rebuild-lock"
+
+
+def rebuild_aside_key(prefix: str) -> str:
+    """The generation whose boards aside may be left over (the rebuild died)."""
+    return f"{prefix}rebuild-aside"
+
+
+def aside_prefix(prefix: str, gen: str) -> str:
+    return f"{prefix}r:{gen}:"
 
 
 def _event(record: asyncpg.Record, retention_days: int) -> tuple[str, ApplyEvent]:
@@ -72,8 +89,12 @@ async def load_rows(
     *,
     publish: bool = False,
     progress: Callable[[], Awaitable[object]] | None = None,
+    aside: str | None = None,
 ) -> set[str]:
-    """Apply `board_values` rows (all, or those of `users`) to Redis; return the boards."""
+    """Apply `board_values` rows (all, or those of `users`) to Redis; return the boards.
+
+    With `aside` (a rebuild's generation) the rows go to that rebuild's boards aside.
+    """
     boards: set[str] = set()
     sql = _ROWS_SQL if users is None else _ROWS_SQL + " WHERE bv.user_id = ANY($1::bigint[])"
     args = () if users is None else (list(users),)
@@ -90,7 +111,12 @@ async def load_rows(
                 # Redis runs one chunk while this process reads and formats the next.
                 if applying is not None:
                     await applying
-                applying = asyncio.ensure_future(scripts.apply(events, publish=publish))
+                step = (
+                    scripts.load(events, aside)
+                    if aside is not None
+                    else scripts.apply(events, publish=publish)
+                )
+                applying = asyncio.ensure_future(step)
                 if progress is not None:
                     await progress()
         if applying is not None:
@@ -101,18 +127,60 @@ async def load_rows(
     return boards
 
 
-async def _scan_delete(redis: aioredis.Redis, pattern: str) -> set[str]:
-    found: set[str] = set()
-    batch: list[bytes] = []
-    async for key in redis.scan_iter(match=pattern, count=1000):
-        batch.append(key)
-        if len(batch) >= 500:
-            await redis.unlink(*batch)
-            found.update(k.decode() for k in batch)
-            batch = []
-    if batch:
-        await redis.unlink(*batch)
-        found.update(k.decode() for k in batch)
+class _Lease:
+    """The rebuild lease, renewed as the rebuild goes (a dead rebuild loses it)."""
+
+    def __init__(self, redis: aioredis.Redis, scripts: Scripts, prefix: str) -> None:
+        self.redis = redis
+        self.scripts = scripts
+        self.key = rebuild_lock_key(prefix)
+        self.gen = uuid.uuid4().hex
+        self._renewed = 0.0
+
+    async def acquire(self) -> None:
+        if not await self.redis.set(self.key, self.gen, nx=True, px=LOCK_TTL_MS):
+            raise RebuildBusy
+        self._renewed = time.monotonic()
+
+    async def keep(self) -> None:
+        """Renew when a third of the lease has gone; raise LeaseLost if it is not ours."""
+        if time.monotonic() - self._renewed < LOCK_TTL_MS / 3000:
+            return
+        if not await self.scripts.lease(self.key, self.gen, LOCK_TTL_MS):
+            raise LeaseLost
+        self._renewed = time.monotonic()
+
+    async def release(self) -> None:
+        await self.scripts.lease(self.key, self.gen, 0)
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+async def _drop_aside(redis: aioredis.Redis, prefix: str, gen: str) -> None:
+    """Drop the boards rebuild `gen` built aside."""
+    aside = aside_prefix(prefix, gen)
+    boards = [_text(b) for b in await redis.smembers(f"{aside}boards")]
+    for i in range(0, len(boards), 500):
+        chunk = boards[i : i + 500]
+        await redis.unlink(*(f"{aside}{kind}{b}" for b in chunk for kind in ("b:", "m:")))
+    await redis.unlink(f"{aside}boards")
+
+
+async def _drop_leftovers(redis: aioredis.Redis, prefix: str, gen: str) -> None:
+    """Record `gen` as the rebuild under way; drop what a dead earlier one built aside."""
+    old = await redis.set(rebuild_aside_key(prefix), gen, get=True)
+    if isinstance(old, bytes) and old.decode() != gen:
+        await _drop_aside(redis, prefix, old.decode())
+
+
+async def _live_boards(redis: aioredis.Redis, prefix: str, lease: _Lease) -> list[str]:
+    found: list[str] = []
+    async for key in redis.scan_iter(match=f"{prefix}b:*", count=1000):
+        found.append(_text(key).removeprefix(f"{prefix}b:"))
+        if len(found) % 1000 == 0:
+            await lease.keep()
     return found
 
 
@@ -125,28 +193,39 @@ async def rebuild(
 ) -> int:
     """Recreate every board from `board_values`; return how many boards were built.
 
-    Only board keys (`b:`, `m:`) are deleted: names, denylists and rate limits stay.
-    Board seqs are kept and bumped, so a subscriber never sees a seq go backwards.
+    Raises RebuildBusy when another rebuild holds the lease. Only board keys (`b:`,
+    `m:`) are replaced: names, denylists and rate limits stay. Board seqs are kept and
+    bumped, so a subscriber never sees a seq go backwards, and each board gets one
+    `resync` message, after the swap.
     """
-    keys = BoardKeys(prefix)
     scripts = Scripts(redis, prefix)
-    while True:
-        gen = await redis.get(void_gen_key(prefix))
-        old = await _scan_delete(redis, f"{prefix}b:*")
-        await _scan_delete(redis, f"{prefix}m:*")
-        boards = await load_rows(pool, scripts, retention_days, progress=progress)
-        if await redis.get(void_gen_key(prefix)) == gen:
-            break
-        log.info("a void overlapped the rebuild; loading again")
-    boards |= {k.removeprefix(f"{prefix}b:") for k in old}
-    await redis.set(keys.epoch, f"{int(time.time())}:{uuid.uuid4().hex[:8]}")
-    for board in sorted(boards):
-        seq = await redis.incr(keys.seq(board))
-        await redis.publish(
-            keys.channel(board),
-            board_change_encoder.encode(BoardChange(board=board, seq=seq, resync=True)),
-        )
-    return len(boards)
+    lease = _Lease(redis, scripts, prefix)
+    await lease.acquire()
+    swapped = False
+
+    async def step() -> None:
+        await lease.keep()
+        if progress is not None:
+            await progress()
+
+    try:
+        await _drop_leftovers(redis, prefix, lease.gen)
+        # Boards created after this scan are in the snapshot below (committed before
+        # the lease) or written aside by their apply (after it): the swap has them all.
+        live = await _live_boards(redis, prefix, lease)
+        await load_rows(pool, scripts, retention_days, progress=step, aside=lease.gen)
+        epoch = f"{int(time.time())}:{lease.gen[:8]}"
+        count = await scripts.swap(lease.gen, epoch, live)
+        if count < 0:
+            raise LeaseLost
+        swapped = True
+        return count
+    finally:
+        if not swapped:
+            # Writes stop going aside once the lease is gone; then its boards can go.
+            with contextlib.suppress(Exception):
+                await lease.release()
+                await _drop_aside(redis, prefix, lease.gen)
 
 
 class BoardIndex:
@@ -198,40 +277,32 @@ class BoardIndex:
             self._epoch_seen = True
             return
         self._epoch_seen = False
+        if self.stale:
+            # This instance missed a write: no instance may trust Redis until the swap.
+            await self.redis.delete(self.keys.epoch)
         await self.rebuild()
 
     async def rebuild(self) -> bool:
         """Rebuild unless another instance is at it; return whether this one did."""
-        token = uuid.uuid4().hex
-        lock = rebuild_lock_key(self.prefix)
-        if not await self.redis.set(lock, token, nx=True, px=LOCK_TTL_MS):
-            return False
         self.rebuilding = True
         # Failures from here on are covered by this rebuild only if they commit before
         # its snapshot; a later failure marks the index stale again.
-        self.stale = False
+        was_stale, self.stale = self.stale, False
         try:
-            count = await rebuild(
-                self.pool,
-                self.redis,
-                self.prefix,
-                self.retention_days,
-                # A long rebuild keeps its lock; a dead one loses it within the TTL.
-                progress=lambda: self.redis.pexpire(lock, LOCK_TTL_MS),
-            )
-            self.rebuilds += 1
-            self.last_count = count
-            self._epoch_seen = True
-            log.info("index rebuilt", extra={"boards": count})
-            return True
+            count = await rebuild(self.pool, self.redis, self.prefix, self.retention_days)
+        except RebuildBusy:
+            self.stale = self.stale or was_stale
+            return False
         except BaseException:
             self.stale = True
             raise
         finally:
             self.rebuilding = False
-            with contextlib.suppress(Exception):
-                if await self.redis.get(lock) == token.encode():
-                    await self.redis.delete(lock)
+        self.rebuilds += 1
+        self.last_count = count
+        self._epoch_seen = True
+        log.info("index rebuilt", extra={"boards": count})
+        return True
 
     async def _watch(self) -> None:
         while True:

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from redis.exceptions import RedisError
 
+from podium.boards.writer import is_unavailable
 from podium.ops import metrics
 from podium.services import Services
 
@@ -33,9 +34,14 @@ async def usernames(services: Services, user_ids: Iterable[int]) -> dict[int, st
         else:
             names[uid] = raw.decode()
     if missing:
-        rows = await services.pool.fetch(
-            "SELECT id, username FROM users WHERE id = ANY($1::bigint[])", missing
-        )
+        try:
+            rows = await services.pool.fetch(
+                "SELECT id, username FROM users WHERE id = ANY($1::bigint[])", missing
+            )
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            return names  # PostgreSQL down: reads go on from Redis, misses unnamed
         found = {r["id"]: r["username"] for r in rows}
         names.update(found)
         if found and redis_ok:

@@ -1,29 +1,48 @@
 """Reads: pages, ranks, neighbours and friends of any board.
 
 Each read is O(log N + page) in Redis. While the Redis index is stale (lost data,
-rebuilding, unreachable) the same reads are answered from PostgreSQL's
-`board_values`: slower, still correct.
+rebuilding, unreachable, or an answer that does not parse) the same reads are
+answered from PostgreSQL's `board_values`: slower, still correct. PostgreSQL
+unreachable is 503. Client values (games, user ids, offsets, cursors) are checked
+before any cache or store sees them.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 from datetime import UTC, date, datetime
-from importlib import resources
 
 import msgspec
-from redis.exceptions import RedisError
 
-from podium.boards.keys import GLOBAL, BoardKeys, board_id, from_zscore, parse_member
+from podium.boards.keys import GLOBAL
 from podium.boards.model import GameCache
 from podium.boards.names import usernames
 from podium.boards.periods import PERIODS, Period, period_start
+from podium.boards.sources import (
+    REDIS_FAILURES,
+    Board,
+    Ranks,
+    Row,
+    pg_better_than,
+    pg_page,
+    pg_ranks,
+    pg_times,
+    postgres,
+    redis_competition_base,
+    redis_page,
+    redis_ranks,
+)
 from podium.errors import bad_request, invalid, not_found
 from podium.ops import metrics
 from podium.services import Services
+from podium.validation import INT64_MAX, is_slug
 
 MAX_LIMIT = 200
-_RANKS_LUA = (resources.files("podium.boards") / "lua" / "ranks.lua").read_text()
+# Far beyond any board; keeps offset + limit inside Redis's and PostgreSQL's integers.
+MAX_OFFSET = 1_000_000_000
+# What keys.member() makes: reached_seq (zero-padded), user id, optional time in ms.
+_MEMBER_RE = re.compile(r"\d{15,19}:\d{1,19}(:\d{1,15})?")
 
 
 class Entry(msgspec.Struct):
@@ -54,17 +73,9 @@ class UserRank(msgspec.Struct):
     percentile: float | None
 
 
-class Board(msgspec.Struct, frozen=True):
-    """A resolved board: its id, and whether higher values rank first."""
-
-    game: str
-    period: Period
-    start: date
-    descending: bool
-
-    @property
-    def id(self) -> str:
-        return board_id(self.game, self.period, self.start)
+def _check_users(user_ids: list[int]) -> None:
+    if not all(1 <= uid <= INT64_MAX for uid in user_ids):
+        raise invalid("user id out of range", {"user_id": f"1..{INT64_MAX}"})
 
 
 # --- board resolution -----------------------------------------------------------------
@@ -74,8 +85,11 @@ async def game_descending(services: Services, game: str) -> bool:
     """Whether `game` ranks high values first; 404 for an unknown game."""
     if game == GLOBAL:
         return True
+    if not is_slug(game):  # before the cache and the query: they never see such a name
+        raise not_found("no such game")
     cache: GameCache = services.extras["games"]
-    found = await cache.get(game)
+    with postgres():
+        found = await cache.get(game)
     if found is None:
         raise not_found(f"no game {game!r}")
     return found.order == "desc"
@@ -135,147 +149,37 @@ def decode_cursor(cursor: str, board: str) -> _Cursor:
         ) from None
     if value.board != board:
         raise bad_request("cursor belongs to another board", {"cursor": "use it on its board"})
+    # Cursors are not signed: its offset and member are client values like any other.
+    if not 0 <= value.offset <= MAX_OFFSET or (
+        value.member and _MEMBER_RE.fullmatch(value.member) is None
+    ):
+        raise bad_request("malformed cursor", {"cursor": "not a cursor this server issued"})
     return value
-
-
-# --- Redis reads -----------------------------------------------------------------------
-
-
-def _ranks_script(services: Services):  # type: ignore[no-untyped-def]
-    script = services.extras.get("ranks_script")
-    if script is None:
-        script = services.redis.register_script(_RANKS_LUA)
-        services.extras["ranks_script"] = script
-    return script
-
-
-async def _redis_page(
-    services: Services, board: Board, offset: int, limit: int, cursor: str | None
-) -> tuple[int, list[tuple[int, int, int, int | None, str]], int]:
-    """(total, rows of (position, user_id, value, reached_ms, member), first position)."""
-    keys = BoardKeys(services.settings.redis_prefix)
-    key = keys.zset(board.id)
-    if cursor is not None:
-        c = decode_cursor(cursor, board.id)
-        rank = await services.redis.zrank(key, c.member)
-        offset = rank + 1 if rank is not None else c.offset
-    async with services.redis.pipeline(transaction=False) as pipe:
-        pipe.zcard(key)
-        pipe.zrange(key, offset, offset + limit - 1, withscores=True)
-        total, rows = await pipe.execute()
-    out = []
-    for i, (raw_member, score) in enumerate(rows):
-        _, uid, ms = parse_member(raw_member)
-        out.append((offset + i, uid, from_zscore(score, board.descending), ms, raw_member.decode()))
-    return total, out, offset
-
-
-async def _competition_base(services: Services, board: Board, value: int) -> int:
-    """How many members rank strictly better than `value`."""
-    keys = BoardKeys(services.settings.redis_prefix)
-    zscore = -value if board.descending else value
-    return int(await services.redis.zcount(keys.zset(board.id), "-inf", f"({zscore}"))
-
-
-async def _redis_ranks(
-    services: Services, board: Board, user_ids: list[int]
-) -> tuple[int, dict[int, tuple[int | None, int | None]]]:
-    keys = BoardKeys(services.settings.redis_prefix)
-    result = await _ranks_script(services)(
-        keys=[keys.zset(board.id), keys.members(board.id)], args=user_ids
-    )
-    total = int(result[0])
-    ranks: dict[int, tuple[int | None, int | None]] = {}
-    for i, uid in enumerate(user_ids):
-        rank, score = int(result[1 + 2 * i]), result[2 + 2 * i]
-        if rank < 0:
-            ranks[uid] = (None, None)
-        else:
-            ranks[uid] = (rank + 1, from_zscore(float(score), board.descending))
-    return total, ranks
-
-
-# --- PostgreSQL fallback -----------------------------------------------------------------
-
-
-def _order_sql(board: Board) -> str:
-    return "value DESC, reached_seq" if board.descending else "value ASC, reached_seq"
-
-
-_BOARD_WHERE = "game_id = $1 AND period = $2 AND period_start = $3"
-
-
-async def _pg_page(
-    services: Services, board: Board, offset: int, limit: int
-) -> tuple[int, list[tuple[int, int, int, int | None, str]], int]:
-    args = (board.game, board.period, board.start)
-    async with services.pool.acquire() as conn:
-        total = await conn.fetchval(
-            f"SELECT count(*) FROM board_values WHERE {_BOARD_WHERE}", *args
-        )
-        rows = await conn.fetch(
-            f"SELECT user_id, value, reached_seq, reached_at FROM board_values WHERE {_BOARD_WHERE}"
-            f" ORDER BY {_order_sql(board)} OFFSET $4 LIMIT $5",
-            *args,
-            offset,
-            limit,
-        )
-    out = []
-    for i, r in enumerate(rows):
-        ms = int(r["reached_at"].timestamp() * 1000) if r["reached_at"] else None
-        out.append((offset + i, r["user_id"], r["value"], ms, ""))
-    return total, out, offset
-
-
-async def _pg_ranks(
-    services: Services, board: Board, user_ids: list[int]
-) -> tuple[int, dict[int, tuple[int | None, int | None]]]:
-    better = ">" if board.descending else "<"
-    args = (board.game, board.period, board.start)
-    async with services.pool.acquire() as conn:
-        total = await conn.fetchval(
-            f"SELECT count(*) FROM board_values WHERE {_BOARD_WHERE}", *args
-        )
-        rows = await conn.fetch(
-            f"SELECT b.user_id, b.value, (SELECT count(*) FROM board_values o WHERE"
-            f" o.game_id = $1 AND o.period = $2 AND o.period_start = $3 AND"
-            f" (o.value {better} b.value OR (o.value = b.value AND o.reached_seq < b.reached_seq))"
-            f") AS better FROM board_values b WHERE b.game_id = $1 AND b.period = $2"
-            f" AND b.period_start = $3 AND b.user_id = ANY($4::bigint[])",
-            *args,
-            user_ids,
-        )
-    ranks: dict[int, tuple[int | None, int | None]] = {uid: (None, None) for uid in user_ids}
-    for r in rows:
-        ranks[r["user_id"]] = (int(r["better"]) + 1, int(r["value"]))
-    return total, ranks
 
 
 async def _page_rows(
     services: Services, board: Board, offset: int, limit: int, cursor: str | None
-) -> tuple[int, list[tuple[int, int, int, int | None, str]], int]:
+) -> tuple[int, list[Row], int]:
+    after = None
+    if cursor is not None:
+        c = decode_cursor(cursor, board.id)
+        offset, after = c.offset, c.member
     if _index_ready(services):
         try:
-            return await _redis_page(services, board, offset, limit, cursor)
-        except RedisError:
+            return await redis_page(services, board, offset, limit, after)
+        except REDIS_FAILURES:
             metrics.REDIS_ERRORS.inc()
-            pass
-    if cursor is not None:
-        offset = decode_cursor(cursor, board.id).offset
-    return await _pg_page(services, board, offset, limit)
+    return await pg_page(services, board, offset, limit)
 
 
-async def board_ranks(
-    services: Services, board: Board, user_ids: list[int]
-) -> tuple[int, dict[int, tuple[int | None, int | None]]]:
+async def board_ranks(services: Services, board: Board, user_ids: list[int]) -> tuple[int, Ranks]:
     """(total, {user_id: (rank or None, score or None)}) in one round trip."""
     if _index_ready(services):
         try:
-            return await _redis_ranks(services, board, user_ids)
-        except RedisError:
+            return await redis_ranks(services, board, user_ids)
+        except REDIS_FAILURES:
             metrics.REDIS_ERRORS.inc()
-            pass
-    return await _pg_ranks(services, board, user_ids)
+    return await pg_ranks(services, board, user_ids)
 
 
 # --- public reads ---------------------------------------------------------------------------
@@ -284,11 +188,11 @@ async def board_ranks(
 async def _entries(
     services: Services,
     board: Board,
-    rows: list[tuple[int, int, int, int | None, str]],
+    rows: list[Row],
     competition: bool,
 ) -> list[Entry]:
     names = await usernames(services, [r[1] for r in rows])
-    times = await _missing_times(services, board, [r[1] for r in rows if r[3] is None])
+    times = await pg_times(services, board, [r[1] for r in rows if r[3] is None])
     entries = []
     prev_value: int | None = None
     prev_rank = 0
@@ -305,39 +209,13 @@ async def _entries(
     return entries
 
 
-async def _missing_times(
-    services: Services, board: Board, user_ids: list[int]
-) -> dict[int, datetime]:
-    """`achieved_at` of members stored without their time (rare: see apply.lua)."""
-    if not user_ids:
-        return {}
-    rows = await services.pool.fetch(
-        f"SELECT user_id, reached_at FROM board_values WHERE {_BOARD_WHERE}"
-        " AND user_id = ANY($4::bigint[])",
-        board.game,
-        board.period,
-        board.start,
-        user_ids,
-    )
-    return {r["user_id"]: r["reached_at"] for r in rows}
-
-
 async def _competition_rank(services: Services, board: Board, value: int, pos: int) -> int:
     if _index_ready(services):
         try:
-            return await _competition_base(services, board, value) + 1
-        except RedisError:
+            return await redis_competition_base(services, board, value) + 1
+        except REDIS_FAILURES:
             metrics.REDIS_ERRORS.inc()
-            pass
-    better = ">" if board.descending else "<"
-    count = await services.pool.fetchval(
-        f"SELECT count(*) FROM board_values WHERE {_BOARD_WHERE} AND value {better} $4",
-        board.game,
-        board.period,
-        board.start,
-        value,
-    )
-    return int(count) + 1
+    return await pg_better_than(services, board, value) + 1
 
 
 async def top_page(
@@ -353,8 +231,8 @@ async def top_page(
     """A page of a board, best first."""
     if not 1 <= limit <= MAX_LIMIT:
         raise invalid("limit out of range", {"limit": f"1..{MAX_LIMIT}"})
-    if offset < 0:
-        raise invalid("offset out of range", {"offset": ">= 0"})
+    if not 0 <= offset <= MAX_OFFSET:
+        raise invalid("offset out of range", {"offset": f"0..{MAX_OFFSET}"})
     board = await resolve_board(services, game, period, at)
     total, rows, first = await _page_rows(services, board, offset, limit, cursor)
     entries = await _entries(services, board, rows, competition)
@@ -375,6 +253,7 @@ def percentile(rank: int | None, total: int) -> float | None:
 async def user_rank(
     services: Services, game: str, user_id: int, period: str = "all", at: date | None = None
 ) -> UserRank:
+    _check_users([user_id])
     board = await resolve_board(services, game, period, at)
     total, ranks = await board_ranks(services, board, [user_id])
     rank, score = ranks[user_id]
@@ -406,6 +285,7 @@ async def around(
     """The user and up to `radius` neighbours above and below, clipped at the ends."""
     if not 0 <= radius <= 50:
         raise invalid("radius out of range", {"radius": "0..50"})
+    _check_users([user_id])
     board = await resolve_board(services, game, period, at)
     total, ranks = await board_ranks(services, board, [user_id])
     rank = ranks[user_id][0]
@@ -439,6 +319,7 @@ async def members(
     services: Services, game: str, user_ids: list[int], period: str = "all", at: date | None = None
 ) -> MembersPage:
     """A friends board: the given users ranked among themselves, with their board ranks."""
+    _check_users(user_ids)
     board = await resolve_board(services, game, period, at)
     total, ranks = await board_ranks(services, board, user_ids)
     present = sorted(
@@ -455,16 +336,18 @@ async def members(
 
 async def boards_of_user(services: Services, user_id: int) -> list[UserRank]:
     """Every all-time board the user is on (global included), plus this period's boards."""
-    rows = await services.pool.fetch(
-        "SELECT game_id, period, period_start FROM board_values WHERE user_id = $1"
-        " AND (period = 'all' OR period_start = CASE period"
-        "   WHEN 'day' THEN $2::date"
-        "   WHEN 'week' THEN $2::date - (extract(isodow FROM $2::date)::int - 1)"
-        "   ELSE date_trunc('month', $2::date)::date END)"
-        " ORDER BY game_id = 'global' DESC, game_id, period",
-        user_id,
-        today(),
-    )
+    _check_users([user_id])
+    with postgres():
+        rows = await services.pool.fetch(
+            "SELECT game_id, period, period_start FROM board_values WHERE user_id = $1"
+            " AND (period = 'all' OR period_start = CASE period"
+            "   WHEN 'day' THEN $2::date"
+            "   WHEN 'week' THEN $2::date - (extract(isodow FROM $2::date)::int - 1)"
+            "   ELSE date_trunc('month', $2::date)::date END)"
+            " ORDER BY game_id = 'global' DESC, game_id, period",
+            user_id,
+            today(),
+        )
     out = []
     for r in rows:
         descending = await game_descending(services, r["game_id"])

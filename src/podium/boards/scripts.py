@@ -82,11 +82,13 @@ class ApplyEvent(tuple):
 
 
 class Scripts:
-    """apply.lua bound to one Redis client and key prefix."""
+    """The boards' Lua scripts bound to one Redis client and key prefix."""
 
     def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
         self.prefix = prefix
         self._apply: AsyncScript = redis.register_script(source("apply"))
+        self._swap: AsyncScript = redis.register_script(source("swap"))
+        self._lease: AsyncScript = redis.register_script(source("lease"))
 
     @staticmethod
     def argv(prefix: str, publish: bool, events: Sequence[ApplyEvent]) -> list[str | bytes]:
@@ -103,3 +105,16 @@ class Scripts:
         for j in range(0, len(raw), 2):
             out.append((int(raw[j]) or None, int(raw[j + 1]) or None))
         return out
+
+    async def load(self, events: Sequence[ApplyEvent], gen: str) -> None:
+        """Apply the events' rows to rebuild `gen`'s boards aside (error: lease lost)."""
+        await self._apply(keys=[], args=[*self.argv(self.prefix, False, events), gen])
+
+    async def swap(self, gen: str, epoch: str, live_boards: Sequence[str]) -> int:
+        """Install rebuild `gen`'s boards; the board count, or -1 if its lease was lost."""
+        packed = msgspec.msgpack.encode(list(live_boards))
+        return int(await self._swap(keys=[], args=[self.prefix, gen, epoch, packed]))
+
+    async def lease(self, key: str, token: str, ttl_ms: int) -> bool:
+        """Renew our lease on `key` for `ttl_ms` (0 releases it); False if not ours."""
+        return bool(await self._lease(keys=[key], args=[token, ttl_ms]))

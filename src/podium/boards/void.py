@@ -6,12 +6,12 @@ import logging
 
 import msgspec
 
-from podium.boards.index import void_gen_key
 from podium.boards.keys import GLOBAL, board_id
 from podium.boards.scripts import ApplyEvent, BoardRow, Scripts, expire_at
 from podium.boards.writer import is_unavailable
 from podium.errors import not_found, unavailable
 from podium.services import Services
+from podium.validation import INT64_MAX
 
 log = logging.getLogger("podium.void")
 
@@ -25,9 +25,9 @@ class VoidOut(msgspec.Struct):
 _DELETE_SQL = """
 WITH d AS (
     DELETE FROM board_values WHERE user_id = $1
-    RETURNING game_id, period, period_start
+    RETURNING game_id, period, period_start, last_seq
 )
-SELECT d.game_id, d.period, d.period_start,
+SELECT d.game_id, d.period, d.period_start, d.last_seq,
        coalesce(g.sort_order, 'desc') = 'desc' AS descending
 FROM d LEFT JOIN games g ON g.id = d.game_id
 """
@@ -35,6 +35,8 @@ FROM d LEFT JOIN games g ON g.id = d.game_id
 
 async def void_user(services: Services, scripts: Scripts, user_id: int) -> VoidOut:
     """Mark the user's events void, drop their board rows, and update Redis with diffs."""
+    if not 1 <= user_id <= INT64_MAX:  # no such user can exist; the query would refuse it
+        raise not_found("no such user")
     try:
         async with services.pool.acquire() as conn, conn.transaction():
             # The writer's per-user lock: no batch of this user interleaves with the void.
@@ -61,12 +63,15 @@ async def void_user(services: Services, scripts: Scripts, user_id: int) -> VoidO
             raise unavailable("the score store is unavailable; nothing was voided") from None
         raise
     boards = [board_id(r["game_id"], r["period"], r["period_start"]) for r in rows]
+    # Each removal carries the version of the row it deleted: Redis keeps it as a
+    # tombstone, so a batch of this user that committed before the void (its version
+    # is at most that) and reaches Redis after it is refused.
     removals = [
         BoardRow(
             board,
             "",
             0,
-            0,
+            r["last_seq"],
             True if r["game_id"] == GLOBAL else r["descending"],
             expire_at(r["period"], r["period_start"], services.settings.retention_days),
         )
@@ -74,9 +79,10 @@ async def void_user(services: Services, scripts: Scripts, user_id: int) -> VoidO
     ]
     index = services.extras.get("index")
     try:
+        # During a rebuild this reaches the boards aside too; its tombstones win over
+        # the rebuild's snapshot in either order.
         if removals:
             await scripts.apply([ApplyEvent("", user_id, removals)])
-        await services.redis.incr(void_gen_key(services.settings.redis_prefix))
     except Exception as exc:
         log.warning("redis void failed; index marked stale: %s", exc)
         if index is not None:

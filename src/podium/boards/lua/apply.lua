@@ -2,8 +2,7 @@
 --
 -- KEYS: none (keys are built from the prefix; Podium runs on one Redis, not a cluster).
 -- ARGV[1]  key prefix (e.g. "podium:")
--- ARGV[2]  "1" to capture top-10 diffs, INCR board seqs and PUBLISH; "0" to load quietly
---          (rebuild)
+-- ARGV[2]  "1" to capture top-10 diffs, INCR board seqs and PUBLISH; "0" to apply quietly
 -- ARGV[3]  the events, MessagePack-encoded (one argument: packing thousands of
 --          arguments costs the client more than running the script), a list of
 --          [all_board, user_id, rows]:
@@ -13,22 +12,38 @@
 --              board, member ("reached_seq:user_id[:reached_at_ms]", "" removes the
 --              user from the board), zscore, last_seq,
 --              desc ("1" when the zset holds -value), expireat (unix seconds, "0" = none)
+-- ARGV[4]  optional: a rebuild's generation. The rows then go to that rebuild's boards
+--          aside ("{prefix}r:{gen}:b:{board}", ...) only, quietly, and only while the
+--          rebuild holds its lease ("{prefix}rebuild-lock" = gen); else an error.
 --
+-- While a rebuild holds the lease, every other apply also writes its rows to the boards
+-- aside and names them in "{prefix}r:{gen}:boards", so the swap (swap.lua) installs
+-- boards that miss no write acknowledged during the rebuild.
 -- A row is applied only when its last_seq is newer than the one stored in the board's
--- members hash, so batches applied out of order (several instances) converge.
+-- members hash, so batches applied out of order (several instances) converge. A
+-- removal stores a tombstone "|last_seq" (the version of the row the void deleted):
+-- an older row applied after it is refused.
 -- Returns, MessagePack-encoded, {rank_before_1, rank_after_1, ...}: all-time ranks (1-based,
 -- 0 = not on the board) of each event's user around its rows.
 
 local prefix = ARGV[1]
 local publish = ARGV[2] == '1'
 local events = cmsgpack.unpack(ARGV[3])
+local loading = ARGV[4] ~= nil and ARGV[4] ~= ''
+
+local gen = redis.call('GET', prefix .. 'rebuild-lock')
+if loading then
+  if gen ~= ARGV[4] then return redis.error_reply('PODIUM rebuild lease lost') end
+  publish = false
+end
+local aside = gen and (prefix .. 'r:' .. gen .. ':') or nil
 
 local function rank_of(board, user)
   if board == '' then return 0 end
   local cur = redis.call('HGET', prefix .. 'm:' .. board, user)
-  if not cur then return 0 end
-  local sep = string.find(cur, '|', 1, true)
-  local r = redis.call('ZRANK', prefix .. 'b:' .. board, string.sub(cur, 1, sep - 1))
+  local m = cur and string.match(cur, '^([^|]+)|%d+$')
+  if not m then return 0 end  -- absent, a tombstone, or not ours to trust
+  local r = redis.call('ZRANK', prefix .. 'b:' .. board, m)
   if not r then return 0 end
   return r + 1
 end
@@ -63,51 +78,111 @@ local order = {}     -- changed boards, in first-change order
 local changed = {}   -- board -> list of users whose value changed
 local changed_seen = {}
 
+-- The entry stored for a user in a members hash: "member|last_seq", or "|last_seq" for
+-- a tombstone (a void removed the row at that version). Returns the member (nil for a
+-- tombstone) and the version; a value that does not parse is no entry at all.
+local function stored(cur)
+  if not cur then return nil, nil end
+  local m, v = string.match(cur, '^([^|]*)|(%d+)$')
+  if not v then return nil, nil end
+  if m == '' then m = nil end
+  return m, tonumber(v)
+end
+
+-- Whether a row may be applied over the stored entry; the member it replaces; and
+-- the version to store. A set wins only over an older version; a removal over an older
+-- or the same one (it removes the row the void deleted), or over any when it carries
+-- version 0 (unknown: remove what is there). A removal leaves a tombstone at the newer
+-- of the two versions, so a batch older than the void, applied late, cannot put the
+-- user back.
+local function admits(mkey, user, member, last_seq)
+  local old_member, version = stored(redis.call('HGET', mkey, user))
+  if not version then return true, nil, last_seq end
+  if member ~= '' then
+    if version >= last_seq then return false, nil, nil end
+    return true, old_member, last_seq
+  end
+  if version > last_seq and last_seq > 0 then return false, nil, nil end
+  return true, old_member, math.max(version, last_seq)
+end
+
+local function write_row(zkey, mkey, user, old_member, member, zscore, version, expireat)
+  if old_member then redis.call('ZREM', zkey, old_member) end
+  if member == '' then
+    redis.call('HSET', mkey, user, '|' .. int_text(version))
+    if expireat ~= '0' then redis.call('EXPIREAT', mkey, expireat) end
+    return
+  end
+  redis.call('ZADD', zkey, zscore, member)
+  redis.call('HSET', mkey, user, member .. '|' .. int_text(version))
+  if expireat ~= '0' then
+    redis.call('EXPIREAT', zkey, expireat)
+    redis.call('EXPIREAT', mkey, expireat)
+  end
+end
+
+-- A member without its time ("seq:user") whose value was reached earlier keeps the
+-- member Redis has, time included.
+local function with_time(old_member, member)
+  if old_member and member ~= '' and not string.find(member, ':%d+:')
+      and string.sub(old_member, 1, #member + 1) == member .. ':' then
+    return old_member
+  end
+  return member
+end
+
+local aside_named = {}
+local function apply_aside(board, user, member, zscore, last_seq, expireat)
+  if not aside_named[board] then
+    aside_named[board] = true
+    redis.call('SADD', aside .. 'boards', board)
+  end
+  local mkey = aside .. 'm:' .. board
+  local ok, old_member, version = admits(mkey, user, member, last_seq)
+  if ok then
+    write_row(aside .. 'b:' .. board, mkey, user, old_member, with_time(old_member, member),
+      zscore, version, expireat)
+  end
+end
+
+if loading then
+  for e = 1, #events do
+    local user, rows = events[e][2], events[e][3]
+    for r = 1, #rows do
+      local row = rows[r]
+      apply_aside(row[1], user, row[2], row[3], tonumber(row[4]), row[6])
+    end
+  end
+  return cmsgpack.pack(out)
+end
+
 for e = 1, #events do
   local event = events[e]
   local all_board, user, rows = event[1], event[2], event[3]
   local rank_before = rank_of(all_board, user)
   for r = 1, #rows do
     local row = rows[r]
-    local board, member, zscore = row[1], row[2], row[3]
-    local last_seq_text, desc, expireat = row[4], row[5] == '1', row[6]
-    local last_seq = tonumber(last_seq_text)
-    local zkey = prefix .. 'b:' .. board
+    local board, zscore = row[1], row[3]
+    local last_seq, desc, expireat = tonumber(row[4]), row[5] == '1', row[6]
+    if aside then apply_aside(board, user, row[2], zscore, last_seq, expireat) end
     local mkey = prefix .. 'm:' .. board
-    local cur = redis.call('HGET', mkey, user)
-    local old_member = nil
-    local stale = false
-    if cur then
-      local sep = string.find(cur, '|', 1, true)
-      old_member = string.sub(cur, 1, sep - 1)
-      if member ~= '' and tonumber(string.sub(cur, sep + 1)) >= last_seq then stale = true end
+    local ok, old_member, version = admits(mkey, user, row[2], last_seq)
+    local member = with_time(old_member, row[2])
+    -- A removal of a user the board does not show changes nothing anyone sees.
+    local visible = ok and (member ~= '' or old_member ~= nil)
+    if visible and publish and not before[board] then
+      before[board] = top10(board, desc)
+      desc_of[board] = desc
+      order[#order + 1] = board
+      changed[board] = {}
+      changed_seen[board] = {}
     end
-    -- A member without its time ("seq:user") whose value was reached earlier keeps
-    -- the member Redis has, time included.
-    if old_member and member ~= '' and not string.find(member, ':%d+:')
-        and string.sub(old_member, 1, #member + 1) == member .. ':' then
-      member = old_member
+    if ok then
+      write_row(prefix .. 'b:' .. board, mkey, user, old_member, member, zscore, version,
+        expireat)
     end
-    if not stale and (member ~= '' or cur) then
-      if publish and not before[board] then
-        before[board] = top10(board, desc)
-        desc_of[board] = desc
-        order[#order + 1] = board
-        changed[board] = {}
-        changed_seen[board] = {}
-      end
-      if old_member then redis.call('ZREM', zkey, old_member) end
+    if visible then
       if expireat ~= '0' then expire_of[board] = expireat end
-      if member == '' then
-        redis.call('HDEL', mkey, user)
-      else
-        redis.call('ZADD', zkey, zscore, member)
-        redis.call('HSET', mkey, user, member .. '|' .. last_seq_text)
-        if expireat ~= '0' then
-          redis.call('EXPIREAT', zkey, expireat)
-          redis.call('EXPIREAT', mkey, expireat)
-        end
-      end
       if publish and not changed_seen[board][user] then
         changed_seen[board][user] = true
         local list = changed[board]

@@ -1,0 +1,223 @@
+"""Where a read's rows come from: the Redis index, or PostgreSQL's `board_values`.
+
+The Redis reads raise one of `REDIS_FAILURES` for anything they cannot trust (Redis
+down, no epoch, a value that does not parse): the caller then asks PostgreSQL. The
+PostgreSQL reads raise 503 when it is unreachable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import date, datetime
+from importlib import resources
+
+import msgspec
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from podium.boards.keys import BoardKeys, board_id, from_zscore, parse_member
+from podium.boards.periods import Period
+from podium.boards.writer import is_unavailable
+from podium.errors import ApiError, unavailable
+from podium.ops import metrics
+from podium.services import Services
+
+_RANKS_LUA = (resources.files("podium.boards") / "lua" / "ranks.lua").read_text()
+
+# (position, user_id, value, reached_ms or None, member ("" from PostgreSQL))
+Row = tuple[int, int, int, int | None, str]
+Ranks = dict[int, tuple[int | None, int | None]]
+
+
+class Board(msgspec.Struct, frozen=True):
+    """A resolved board: its id, and whether higher values rank first."""
+
+    game: str
+    period: Period
+    start: date
+    descending: bool
+
+    @property
+    def id(self) -> str:
+        return board_id(self.game, self.period, self.start)
+
+
+class Untrusted(Exception):
+    """Redis answered, but not with an index we may trust (no epoch, foreign values)."""
+
+
+# Any of these from a Redis read sends the read to PostgreSQL.
+REDIS_FAILURES = (RedisError, OSError, TimeoutError, Untrusted)
+
+
+@contextlib.contextmanager
+def postgres() -> Iterator[None]:
+    """PostgreSQL unreachable: 503, never 500."""
+    try:
+        yield
+    except ApiError:
+        raise
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        metrics.POSTGRES_ERRORS.inc()
+        raise unavailable("the score store is unavailable") from None
+
+
+# --- Redis -----------------------------------------------------------------------------
+
+
+def _ranks_script(services: Services) -> AsyncScript:
+    script = services.extras.get("ranks_script")
+    if not isinstance(script, AsyncScript):
+        script = services.redis.register_script(_RANKS_LUA)
+        services.extras["ranks_script"] = script
+    return script
+
+
+async def redis_page(
+    services: Services, board: Board, offset: int, limit: int, after: str | None = None
+) -> tuple[int, list[Row], int]:
+    """(total, rows, first position); `after` (a cursor's member) moves `offset` to the
+    row after that member while it is still on the board."""
+    keys = BoardKeys(services.settings.redis_prefix)
+    key = keys.zset(board.id)
+    if after:
+        rank = await services.redis.zrank(key, after)
+        offset = int(rank) + 1 if isinstance(rank, int) else offset
+    async with services.redis.pipeline(transaction=False) as pipe:
+        pipe.exists(keys.epoch)
+        pipe.zcard(key)
+        pipe.zrange(key, offset, offset + limit - 1, withscores=True)
+        complete, total, rows = await pipe.execute()
+    if not complete:
+        raise Untrusted("no epoch: the index is lost or incomplete")
+    out = []
+    try:
+        for i, (raw_member, score) in enumerate(rows):
+            _, uid, ms = parse_member(raw_member)
+            value = from_zscore(score, board.descending)
+            out.append((offset + i, uid, value, ms, raw_member.decode()))
+    except (ValueError, IndexError, OverflowError) as exc:
+        raise Untrusted(f"a member that does not parse: {exc}") from None
+    return total, out, offset
+
+
+async def redis_competition_base(services: Services, board: Board, value: int) -> int:
+    """How many members rank strictly better than `value`."""
+    keys = BoardKeys(services.settings.redis_prefix)
+    zscore = -value if board.descending else value
+    return int(await services.redis.zcount(keys.zset(board.id), "-inf", f"({zscore}"))
+
+
+async def redis_ranks(services: Services, board: Board, user_ids: list[int]) -> tuple[int, Ranks]:
+    keys = BoardKeys(services.settings.redis_prefix)
+    result = await _ranks_script(services)(
+        keys=[keys.zset(board.id), keys.members(board.id), keys.epoch], args=user_ids
+    )
+    ranks: Ranks = {}
+    try:
+        total = int(result[0])
+        if total < 0:
+            raise Untrusted("no epoch, or an entry that does not parse")
+        for i, uid in enumerate(user_ids):
+            rank, score = int(result[1 + 2 * i]), result[2 + 2 * i]
+            if rank < 0:
+                ranks[uid] = (None, None)
+            else:
+                ranks[uid] = (rank + 1, from_zscore(float(score), board.descending))
+    except (ValueError, IndexError, TypeError, OverflowError) as exc:
+        raise Untrusted(f"an answer that does not parse: {exc}") from None
+    return total, ranks
+
+
+# --- PostgreSQL ------------------------------------------------------------------------
+
+
+def _order_sql(board: Board) -> str:
+    return "value DESC, reached_seq" if board.descending else "value ASC, reached_seq"
+
+
+_BOARD_WHERE = "game_id = $1 AND period = $2 AND period_start = $3"
+
+
+async def pg_page(
+    services: Services, board: Board, offset: int, limit: int
+) -> tuple[int, list[Row], int]:
+    args = (board.game, board.period, board.start)
+    with postgres():
+        async with services.pool.acquire() as conn:
+            total = await conn.fetchval(
+                f"SELECT count(*) FROM board_values WHERE {_BOARD_WHERE}", *args
+            )
+            rows = await conn.fetch(
+                f"SELECT user_id, value, reached_seq, reached_at FROM board_values"
+                f" WHERE {_BOARD_WHERE}"
+                f" ORDER BY {_order_sql(board)} OFFSET $4 LIMIT $5",
+                *args,
+                offset,
+                limit,
+            )
+    out = []
+    for i, r in enumerate(rows):
+        ms = int(r["reached_at"].timestamp() * 1000) if r["reached_at"] else None
+        out.append((offset + i, r["user_id"], r["value"], ms, ""))
+    return total, out, offset
+
+
+async def pg_ranks(services: Services, board: Board, user_ids: list[int]) -> tuple[int, Ranks]:
+    better = ">" if board.descending else "<"
+    args = (board.game, board.period, board.start)
+    with postgres():
+        async with services.pool.acquire() as conn:
+            total = await conn.fetchval(
+                f"SELECT count(*) FROM board_values WHERE {_BOARD_WHERE}", *args
+            )
+            rows = await conn.fetch(
+                f"SELECT b.user_id, b.value, (SELECT count(*) FROM board_values o WHERE"
+                f" o.game_id = $1 AND o.period = $2 AND o.period_start = $3 AND (o.value"
+                f" {better} b.value OR (o.value = b.value AND o.reached_seq < b.reached_seq))"
+                f") AS better FROM board_values b WHERE b.game_id = $1 AND b.period = $2"
+                f" AND b.period_start = $3 AND b.user_id = ANY($4::bigint[])",
+                *args,
+                user_ids,
+            )
+    ranks: Ranks = {uid: (None, None) for uid in user_ids}
+    for r in rows:
+        ranks[r["user_id"]] = (int(r["better"]) + 1, int(r["value"]))
+    return total, ranks
+
+
+async def pg_times(services: Services, board: Board, user_ids: list[int]) -> dict[int, datetime]:
+    """`achieved_at` of members stored without their time (rare: see apply.lua)."""
+    if not user_ids:
+        return {}
+    try:
+        rows = await services.pool.fetch(
+            f"SELECT user_id, reached_at FROM board_values WHERE {_BOARD_WHERE}"
+            " AND user_id = ANY($4::bigint[])",
+            board.game,
+            board.period,
+            board.start,
+            user_ids,
+        )
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        return {}  # PostgreSQL down: the page still comes from Redis, without these times
+    return {r["user_id"]: r["reached_at"] for r in rows}
+
+
+async def pg_better_than(services: Services, board: Board, value: int) -> int:
+    """How many rows rank strictly better than `value`."""
+    better = ">" if board.descending else "<"
+    with postgres():
+        count = await services.pool.fetchval(
+            f"SELECT count(*) FROM board_values WHERE {_BOARD_WHERE} AND value {better} $4",
+            board.game,
+            board.period,
+            board.start,
+            value,
+        )
+    return int(count)
