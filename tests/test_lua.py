@@ -8,6 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from redis.exceptions import ResponseError
 
 from podium.boards.keys import BoardKeys, member
@@ -225,3 +228,46 @@ async def test_rebuild_aside_then_swap(redis: aioredis.Redis, scripts: Scripts) 
     # The lease is gone: applies write live only again.
     await scripts.apply([ev(b, 3, row(b, 3, 1, 9))])
     assert [k async for k in redis.scan_iter(match=f"{scripts.prefix}r:*")] == []
+
+
+# A history of one board: per user, sets at rising versions, and voids that remove the
+# row at the version of the user's last set. Applied in any order, the board converges
+# to the history's end: a stale version never gets through.
+histories = st.lists(
+    st.tuples(st.integers(1, 3), st.booleans(), st.integers(1, 100)), min_size=1, max_size=12
+)
+
+
+@hsettings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(history=histories, data=st.data())
+async def test_any_apply_order_converges_to_the_last_version(
+    redis: aioredis.Redis,
+    scripts: Scripts,
+    history: list[tuple[int, bool, int]],
+    data: st.DataObject,
+) -> None:
+    keys = BoardKeys(scripts.prefix)
+    b = f"h{uuid.uuid4().hex[:8]}:all:1970-01-01"
+    ops: list[tuple[int, BoardRow]] = []
+    last: dict[int, int] = {}
+    for version, (user, void, value) in enumerate(history, start=1):
+        if void:
+            if user in last:
+                ops.append((user, gone(b, user, last[user])))
+        else:
+            last[user] = version
+            ops.append((user, row(b, user, value, version)))
+    shuffled = data.draw(st.permutations(ops))
+
+    async def final(order: list[tuple[int, BoardRow]]) -> tuple[object, object]:
+        await redis.delete(keys.zset(b), keys.members(b))
+        for user, r in order:
+            await scripts.apply([ev("", user, r)], publish=False)
+        return (
+            await redis.zrange(keys.zset(b), 0, -1, withscores=True),
+            await redis.hgetall(keys.members(b)),
+        )
+
+    assert await final(shuffled) == await final(ops)

@@ -363,3 +363,40 @@ async def test_an_instance_that_missed_a_write_stops_every_instance_trusting_red
                 if [e["score"] for e in page.json()["entries"]] == [12]:
                     break
                 await asyncio.sleep(0.05)
+
+
+async def test_a_void_during_a_rebuild_wins_over_its_snapshot(
+    server: RunningApp,
+    settings: Settings,
+    client: httpx.AsyncClient,
+    admin: Account,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The rebuild no longer loads again after a void (void-gen is gone): the void's
+    tombstones reach the boards aside, so its rows from the older snapshot stay out."""
+    assert server.services is not None
+    game = (await create_game(client, admin))["id"]
+    players = [await register_and_login(client) for _ in range(6)]
+    for n, p in enumerate(players):
+        assert (await post_score(client, p, game, n + 1)).status_code == 200
+    monkeypatch.setattr(index_module, "LOAD_CHUNK", 4)
+    calls = 0
+
+    async def void_midway() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the snapshot has every row of every player, this one included
+            r = await client.post(f"/admin/users/{players[0].id}/void", headers=admin.headers)
+            assert r.status_code == 200, r.text
+
+    await index_module.rebuild(
+        server.services.pool,
+        server.services.redis,
+        settings.redis_prefix,
+        settings.retention_days,
+        progress=void_midway,
+    )
+    assert calls > 2
+    board = await read_board(server.services.redis, settings.redis_prefix, game)
+    assert [u for u, _ in board] == [p.id for p in reversed(players[1:])]
+    await assert_index_matches_log(server)

@@ -22,7 +22,9 @@
 -- A row is applied only when its last_seq is newer than the one stored in the board's
 -- members hash, so batches applied out of order (several instances) converge. A
 -- removal stores a tombstone "|last_seq" (the version of the row the void deleted):
--- an older row applied after it is refused.
+-- an older row applied after it is refused. A removal with last_seq "0" (version
+-- unknown) removes whatever is there but guards only what Redis had: callers should
+-- send the version (boards/void.py does).
 -- Returns, MessagePack-encoded, {rank_before_1, rank_after_1, ...}: all-time ranks (1-based,
 -- 0 = not on the board) of each event's user around its rows.
 
