@@ -1,0 +1,138 @@
+"""Hostile identity: spoofed addresses, lock-outs, token races, revocation, leaks in logs.
+
+Every test here failed on the code before its fix (issue 9, part "ident").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import httpx
+
+from tests.conftest import (
+    TEST_PASSWORD,
+    RunningApp,
+    Stores,
+    drop_test_state,
+    make_settings,
+    register_and_login,
+    running_app,
+)
+
+
+@contextlib.asynccontextmanager
+async def app_with(stores: Stores, **overrides: object) -> AsyncIterator[RunningApp]:
+    settings = make_settings(stores, **overrides)
+    try:
+        async with running_app(settings) as app:
+            yield app
+    finally:
+        await drop_test_state(settings)
+
+
+def from_address(app: RunningApp, address: str) -> httpx.AsyncClient:
+    """A client whose TCP source address is `address` (all of 127/8 is loopback)."""
+    transport = httpx.AsyncHTTPTransport(local_address=address)
+    return httpx.AsyncClient(base_url=app.url + "/api/v1", transport=transport, timeout=10)
+
+
+# --- 2. failed logins from one address do not lock the owner out ---------------------------
+
+
+async def test_attacker_address_cannot_lock_out_the_owner(stores: Stores) -> None:
+    async with (
+        app_with(stores, login_attempts_per_minute=3) as app,
+        from_address(app, "127.0.0.1") as owner,
+        from_address(app, "127.0.0.2") as attacker,
+    ):
+        victim = await register_and_login(owner)
+        wrong = {"username": victim.username, "password": "guess-guess"}
+        codes = [(await attacker.post("/auth/login", json=wrong)).status_code for _ in range(20)]
+        assert codes[0] == 401 and codes[-1] == 429, codes
+        r = await attacker.post("/auth/login", json=wrong)
+        assert r.status_code == 429 and 1 <= int(r.headers["retry-after"]) <= 60
+
+        right = {"username": victim.username, "password": TEST_PASSWORD}
+        r = await owner.post("/auth/login", json=right)
+        assert r.status_code == 200, r.text
+
+
+# --- 3. concurrent reuse of one refresh token leaves no live token ------------------------
+
+
+async def _answered_or_waiting(
+    server: RunningApp, tasks: list[asyncio.Task[httpx.Response]]
+) -> None:
+    """Until every request has answered or waits on a PostgreSQL lock (with a timeout)."""
+    assert server.services is not None
+    async with asyncio.timeout(20):
+        while True:
+            waiting = await server.services.pool.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            )
+            if sum(t.done() for t in tasks) + waiting >= len(tasks):
+                return
+            await asyncio.sleep(0.02)
+
+
+async def test_concurrent_refreshes_leave_the_family_dead(
+    server: RunningApp, client: httpx.AsyncClient
+) -> None:
+    account = await register_and_login(client)
+    assert server.services is not None
+    body = {"refresh_token": account.refresh_token}
+    # Hold the user's row: whatever part of a refresh needs it waits, the rest runs on,
+    # which opens the window between spending a token and storing its successor.
+    async with server.services.pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", account.id)
+        tasks = [asyncio.create_task(client.post("/auth/refresh", json=body)) for _ in range(10)]
+        await _answered_or_waiting(server, tasks)
+    answers = await asyncio.gather(*tasks)
+    codes = sorted(r.status_code for r in answers)
+    assert codes.count(200) <= 1 and set(codes) <= {200, 401}, codes
+    pairs = [r.json() for r in answers if r.status_code == 200]
+    # The successors first: using the spent original again would revoke them anyway.
+    refresh_tokens = [*(p["refresh_token"] for p in pairs), account.refresh_token]
+    access_tokens = [*(p["access_token"] for p in pairs), account.access_token]
+    for token in refresh_tokens:
+        r = await client.post("/auth/refresh", json={"refresh_token": token})
+        assert r.status_code == 401, r.text
+    for token in access_tokens:
+        r = await client.get("/auth/me", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 401, r.text
+    live = await server.services.pool.fetchval(
+        "SELECT count(*) FROM refresh_tokens WHERE user_id = $1 AND revoked_at IS NULL",
+        account.id,
+    )
+    assert live == 0
+
+
+# --- 11. an empty string is not "given": the constraints live in the Structs ---------------
+
+
+async def test_empty_strings_are_refused_by_the_struct_and_documented(
+    server: RunningApp, client: httpx.AsyncClient
+) -> None:
+    account = await register_and_login(client)
+    r = await client.post(
+        "/auth/login", json={"username": account.username, "email": "", "password": "x" * 8}
+    )
+    assert r.status_code == 422 and set(r.json()["error"]["details"]) == {"email"}, r.text
+    r = await client.post("/auth/login", json={"username": "", "password": TEST_PASSWORD})
+    assert r.status_code == 422 and set(r.json()["error"]["details"]) == {"username"}, r.text
+    r = await client.post("/auth/refresh", json={"refresh_token": ""})
+    assert r.status_code == 422, r.text
+    r = await client.post("/auth/register", json={"username": "", "email": "", "password": ""})
+    assert r.status_code == 422
+    assert set(r.json()["error"]["details"]) == {"username", "email", "password"}
+
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        schemas = (await http.get("/openapi.json")).json()["components"]["schemas"]
+    register, login = schemas["RegisterIn"]["properties"], schemas["LoginIn"]["properties"]
+    assert register["username"]["minLength"] == 3 and "pattern" in register["username"]
+    assert "pattern" in register["email"] and register["password"]["minLength"] == 8
+    assert any(
+        alt.get("minLength") == 1 for alt in login["email"].get("anyOf", [login["email"]])
+    ), login["email"]
