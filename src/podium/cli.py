@@ -23,9 +23,13 @@ class CliError(Exception):
 
 
 @contextlib.contextmanager
-def resolved(settings: Settings, role: str) -> Iterator[Settings]:
-    """Settings with store URLs: the configured ones, or embedded servers started here."""
-    need_redis = settings.redis_url is None
+def resolved(settings: Settings, role: str, *, start_redis: bool = True) -> Iterator[Settings]:
+    """Settings with store URLs: the configured ones, or embedded servers started here.
+
+    With `start_redis=False` no embedded Valkey is started for this command; the
+    redis_url is then the configured one, or that of a running `serve`, or None.
+    """
+    need_redis = settings.redis_url is None and start_redis
     need_pg = settings.database_url is None
     with embedded_stores(
         settings.data_dir, need_redis=need_redis, need_postgres=need_pg, role=role
@@ -116,6 +120,7 @@ def cmd_create_admin(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_service_token(args: argparse.Namespace, settings: Settings) -> int:
+    from podium.auth.revocation import revoke_service
     from podium.auth.tokens import hash_service_secret, new_service_secret
     from podium.store.db import create_pool, migrate
 
@@ -129,14 +134,9 @@ def cmd_service_token(args: argparse.Namespace, settings: Settings) -> int:
             async with pool.acquire() as conn:
                 await migrate(conn, s.db_schema)
             if args.revoke:
-                done = await pool.execute(
-                    "UPDATE service_credentials SET revoked_at = now()"
-                    " WHERE name = $1 AND revoked_at IS NULL",
-                    args.name,
-                )
-                if done.endswith(" 0"):
+                if not await revoke_service(pool, args.name):
                     raise CliError(f"no active service credential named {args.name!r}")
-                return f"revoked service credential {args.name}"
+                return f"revoked service credential {args.name}" + await _close_sockets(s)
             games = [g.strip() for g in args.games.split(",") if g.strip()]
             secret = new_service_secret(args.name)
             try:
@@ -155,7 +155,29 @@ def cmd_service_token(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             await pool.close()
 
-    with resolved(msgspec.structs.replace(settings, redis_url="unused"), "cli") as ready:
+    async def _close_sockets(s: Settings) -> str:
+        # HTTP refuses the credential from now on (checked in PostgreSQL per request);
+        # its open sockets close when the instances hear it on the revocations channel.
+        if s.redis_url is None:
+            return " (no running instance to notify)"
+        import redis.asyncio as aioredis
+
+        from podium.auth.revocation import announce
+        from podium.keys import Keys
+
+        client = aioredis.Redis.from_url(s.redis_url, socket_connect_timeout=5)
+        try:
+            await announce(client, Keys(s.redis_prefix), f"service:{args.name}")
+        except Exception as exc:
+            raise CliError(
+                f"revoked service credential {args.name}, but its open sockets could not be "
+                f"closed (Redis: {exc}); restart the instances to close them"
+            ) from None
+        finally:
+            await client.aclose()
+        return "; its open sockets are closing"
+
+    with resolved(settings, "cli", start_redis=False) as ready:
         print(asyncio.run(run(ready)))
     return 0
 

@@ -7,19 +7,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
 
+from podium.settings import Settings
+from tests.boards_helpers import create_game
 from tests.conftest import (
     TEST_PASSWORD,
+    Account,
     RunningApp,
     Stores,
     drop_test_state,
+    make_admin,
     make_settings,
     register_and_login,
     running_app,
 )
+from tests.ws_helpers import closed_with, open_ws, recv, send
 
 
 @contextlib.asynccontextmanager
@@ -30,6 +38,39 @@ async def app_with(stores: Stores, **overrides: object) -> AsyncIterator[Running
             yield app
     finally:
         await drop_test_state(settings)
+
+
+@contextlib.asynccontextmanager
+async def two_instances(stores: Stores, **overrides: object) -> AsyncIterator[list[RunningApp]]:
+    """Two app instances on one schema and key prefix, as behind a load balancer."""
+    settings = make_settings(stores, **overrides)
+    try:
+        async with running_app(settings) as first, running_app(settings) as second:
+            yield [first, second]
+    finally:
+        await drop_test_state(settings)
+
+
+async def cli(settings: Settings, *args: str) -> tuple[int, str, str]:
+    """`podium ARGS` against the stores, schema and key prefix of `settings`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PODIUM_", "REDIS_"))}
+    env.update(
+        REDIS_URL=str(settings.redis_url),
+        DATABASE_URL=str(settings.database_url),
+        PODIUM_DB_SCHEMA=settings.db_schema,
+        PODIUM_REDIS_PREFIX=settings.redis_prefix,
+        PODIUM_DATA_DIR=str(settings.data_dir),
+        PODIUM_BCRYPT_ROUNDS="4",
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "podium", *args, env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(90):
+        out, err = await proc.communicate()
+    return int(proc.returncode or 0), out.decode(), err.decode()
 
 
 def from_address(app: RunningApp, address: str) -> httpx.AsyncClient:
@@ -136,3 +177,88 @@ async def test_empty_strings_are_refused_by_the_struct_and_documented(
     assert any(
         alt.get("minLength") == 1 for alt in login["email"].get("anyOf", [login["email"]])
     ), login["email"]
+
+
+# --- 4. a revoked service credential stops on every instance, sockets included -------------
+
+
+async def test_revoked_service_credential_closes_its_sockets_everywhere(stores: Stores) -> None:
+    async with (
+        two_instances(stores) as apps,
+        httpx.AsyncClient(base_url=apps[0].url + "/api/v1", timeout=10) as http,
+    ):
+        admin = await make_admin(apps[0], http)
+        player = await register_and_login(http)
+        game = (await create_game(http, admin, policy="authoritative"))["id"]
+        settings = apps[0].settings
+        name = f"arena-{uuid.uuid4().hex[:6]}"
+        code, out, err = await cli(settings, "service-token", "--name", name, "--games", game)
+        assert code == 0, err
+        secret = out.strip()
+
+        sockets = [await open_ws(app, "add-score", secret) for app in apps]
+        try:
+            for ws in sockets:
+                event = str(uuid.uuid4())
+                score = {"type": "score", "game": game, "event_id": event, "score": 5}
+                await send(ws, {**score, "user_id": player.id})
+                assert (await recv(ws))["type"] == "ack"
+            code, out, err = await cli(settings, "service-token", "--name", name, "--revoke")
+            assert code == 0, err
+            for ws in sockets:
+                assert await closed_with(ws) == 4003
+        finally:
+            for ws in sockets:
+                await ws.close()
+        headers = {"Authorization": f"Bearer {secret}"}
+        for app in apps:
+            r = await http.post(
+                f"{app.url}/api/v1/scores",
+                json={
+                    "game": game,
+                    "event_id": str(uuid.uuid4()),
+                    "score": 9,
+                    "user_id": player.id,
+                },
+                headers=headers,
+            )
+            assert r.status_code == 401, r.text
+
+
+# --- 5. a voided user stops everywhere; an admin cannot void itself -------------------------
+
+
+async def test_voided_user_is_signed_out_everywhere(stores: Stores) -> None:
+    async with (
+        two_instances(stores) as apps,
+        httpx.AsyncClient(base_url=apps[0].url + "/api/v1", timeout=10) as http,
+    ):
+        admin = await make_admin(apps[0], http)
+        cheat = await register_and_login(http)
+        game = (await create_game(http, admin))["id"]
+        sockets = [await open_ws(app, "scoreboard", cheat, game=game) for app in apps]
+        try:
+            for ws in sockets:
+                assert (await recv(ws))["type"] == "snapshot"
+            r = await http.post(f"/admin/users/{cheat.id}/void", headers=admin.headers)
+            assert r.status_code == 200, r.text
+            for ws in sockets:
+                assert await closed_with(ws) == 4003
+        finally:
+            for ws in sockets:
+                await ws.close()
+        for app in apps:
+            r = await http.get(f"{app.url}/api/v1/auth/me", headers=cheat.headers)
+            assert r.status_code == 403 and r.json()["error"]["code"] == "voided", r.text
+        r = await http.post("/auth/refresh", json={"refresh_token": cheat.refresh_token})
+        assert r.status_code == 401
+        login = {"username": cheat.username, "password": TEST_PASSWORD}
+        assert (await http.post("/auth/login", json=login)).status_code == 401
+
+
+async def test_an_admin_cannot_void_itself(
+    server: RunningApp, client: httpx.AsyncClient, admin: Account
+) -> None:
+    r = await client.post(f"/admin/users/{admin.id}/void", headers=admin.headers)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "self_void", r.text
+    assert (await client.get("/auth/me", headers=admin.headers)).status_code == 200

@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from podium.api.responses import JSON, read_json
 from podium.api.spec import spec
-from podium.auth import ratelimit
+from podium.auth import ratelimit, revocation
 from podium.auth.guards import require_user
 from podium.auth.passwords import hash_password, verify_password
 from podium.auth.tokens import TokenError
@@ -265,12 +265,7 @@ async def throttle(services: Services, bucket: str, who: str, per_minute: int) -
 
 async def deny_family(services: Services, family: str) -> None:
     """Every access token of the family stops working now, on every instance."""
-    # Only access tokens need the denylist (refresh tokens are checked in PostgreSQL),
-    # and none of the family outlives one access lifetime from now; the margin covers a
-    # refresh that was in flight while the family was revoked.
-    ttl = services.tokens.access_ttl + 60
-    await services.redis.set(services.keys.deny_family(family), "1", ex=ttl)
-    await services.redis.publish(services.keys.revocations, family)
+    await revocation.deny_family(services.redis, services.keys, family, services.tokens.access_ttl)
 
 
 @spec(

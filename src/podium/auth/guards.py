@@ -49,30 +49,42 @@ async def authenticate_token(services: Services, token: str) -> Principal:
         )
     claims = services.tokens.decode(token)
     principal = services.tokens.principal(claims)
+    assert principal.user_id is not None
+    keys = services.keys
     try:
-        denied = await services.redis.exists(
-            services.keys.deny_jti(principal.jti), services.keys.deny_family(principal.family)
+        jti, family, user = await services.redis.mget(
+            keys.deny_jti(principal.jti),
+            keys.deny_family(principal.family),
+            keys.deny_user(principal.user_id),
         )
     except RedisError:
         metrics.REDIS_ERRORS.inc()
-        # Redis down must not lock everyone out: logout and refresh-token reuse also
-        # revoke the family in PostgreSQL, which answers for the denylist meanwhile.
-        denied = await _family_revoked_in_db(services, principal.family)
-    if denied:
+        # Redis down must not lock everyone out: logout, refresh-token reuse and voids
+        # also revoke in PostgreSQL, which answers for the denylist meanwhile.
+        family, user = await _revoked_in_db(services, principal.family, principal.user_id)
+        jti = None
+    if user:
+        raise TokenError("this account is voided", voided=True)
+    if jti or family:
         raise TokenError("token revoked")
     return principal
 
 
-async def _family_revoked_in_db(services: Services, family: str) -> bool:
+async def _revoked_in_db(services: Services, family: str, user_id: int) -> tuple[bool, bool]:
+    """(family revoked, user voided) from PostgreSQL."""
     try:
         fam = uuid.UUID(family)
     except ValueError:
-        return True
-    revoked = await services.pool.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM refresh_tokens WHERE family = $1 AND revoked_at IS NOT NULL)",
+        return True, False
+    row = await services.pool.fetchrow(
+        "SELECT EXISTS (SELECT 1 FROM refresh_tokens WHERE family = $1"
+        " AND revoked_at IS NOT NULL) AS family,"
+        " EXISTS (SELECT 1 FROM users WHERE id = $2 AND voided_at IS NOT NULL) AS voided",
         fam,
+        user_id,
     )
-    return bool(revoked)
+    assert row is not None
+    return bool(row["family"]), bool(row["voided"])
 
 
 async def require_principal(conn: HTTPConnection) -> Principal:
@@ -87,6 +99,8 @@ async def require_principal(conn: HTTPConnection) -> Principal:
     try:
         principal = await authenticate_token(services, token)
     except TokenError as exc:
+        if exc.voided:
+            raise forbidden(str(exc), code="voided") from None
         raise unauthorized(str(exc)) from None
     conn.scope["podium.principal"] = principal
     return principal

@@ -107,6 +107,8 @@ class Hub:
         self.feeds: dict[str, Feed] = {}
         self.sessions: set[Session] = set()
         self.by_user: dict[int, set[Session]] = {}
+        # Revocation subjects -> sessions: token family ids and credentials
+        # (`user:<id>`, `service:<name>`), as announced on the revocations channel.
         self.by_family: dict[str, set[Session]] = {}
         self._resync_generation = 0
         self._day = today(services)
@@ -151,16 +153,18 @@ class Hub:
         p = session.principal
         if p.user_id is not None:
             self.by_user.setdefault(p.user_id, set()).add(session)
-        if p.family:
-            self.by_family.setdefault(p.family, set()).add(session)
+        for subject in (p.family, p.credential):
+            if subject:
+                self.by_family.setdefault(subject, set()).add(session)
 
     def unregister(self, session: Session) -> None:
         self.sessions.discard(session)
         p = session.principal
         if p.user_id is not None:
             _discard(self.by_user, p.user_id, session)
-        if p.family:
-            _discard(self.by_family, p.family, session)
+        for subject in (p.family, p.credential):
+            if subject:
+                _discard(self.by_family, subject, session)
 
     def rebind(self, session: Session, old: Any) -> None:
         """The session re-authenticated: it now belongs to the new token's family."""
@@ -169,8 +173,9 @@ class Hub:
         if session.principal.family:
             self.by_family.setdefault(session.principal.family, set()).add(session)
 
-    def revoke(self, family: str) -> None:
-        for session in list(self.by_family.get(family, ())):
+    def revoke(self, subject: str) -> None:
+        """Close the sockets of a revoked family, user or service credential."""
+        for session in list(self.by_family.get(subject, ())):
             session.close_soon(WS_REVOKED)
 
     # -- watching boards ---------------------------------------------------------------
