@@ -47,6 +47,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.port is not None:
         settings = msgspec.structs.replace(settings, port=args.port)
     settings = ensure_secret_key(settings)
+    if args.proxy_headers and not settings.trusted_proxies:
+        log.warning(
+            "--proxy-headers without PODIUM_TRUSTED_PROXIES: no proxy is trusted, "
+            "X-Forwarded-For is ignored"
+        )
     with resolved(settings, "serve") as ready:
         # Imported once the data dir is ours: a second `serve` is refused at once.
         import uvicorn
@@ -65,6 +70,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             timeout_graceful_shutdown=5,
             lifespan="on",
             proxy_headers=args.proxy_headers,
+            # Never uvicorn's FORWARDED_ALLOW_IPS: only the proxies named in our settings
+            # (an empty list trusts none), and "*" is refused by the settings.
+            forwarded_allow_ips=list(ready.trusted_proxies),
         )
         server = uvicorn.Server(config)
         log.info("serving", extra={"url": f"http://{ready.host}:{ready.port}"})
@@ -192,7 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8000)")
     serve.add_argument(
-        "--proxy-headers", action="store_true", help="trust X-Forwarded-For from a proxy"
+        "--proxy-headers",
+        action="store_true",
+        help="take the client address from X-Forwarded-For, but only from the proxies "
+        "listed in PODIUM_TRUSTED_PROXIES",
     )
     serve.set_defaults(func=cmd_serve)
 

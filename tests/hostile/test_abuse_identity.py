@@ -11,9 +11,11 @@ import os
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 
+from podium.embedded import free_port
 from podium.settings import Settings
 from tests.boards_helpers import create_game
 from tests.conftest import (
@@ -27,6 +29,7 @@ from tests.conftest import (
     register_and_login,
     running_app,
 )
+from tests.test_deploy import replica
 from tests.ws_helpers import closed_with, open_ws, recv, send
 
 
@@ -77,6 +80,135 @@ def from_address(app: RunningApp, address: str) -> httpx.AsyncClient:
     """A client whose TCP source address is `address` (all of 127/8 is loopback)."""
     transport = httpx.AsyncHTTPTransport(local_address=address)
     return httpx.AsyncClient(base_url=app.url + "/api/v1", transport=transport, timeout=10)
+
+
+# --- 1. the client address comes from a trusted proxy only --------------------------------
+
+
+class AppendingProxy:
+    """A loopback HTTP proxy like HAProxy's `option forwardfor`: it adds its view of the
+    client in its own X-Forwarded-For line and keeps whatever the client sent."""
+
+    def __init__(self, backend: int) -> None:
+        self.backend = backend
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> AppendingProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        peer = writer.get_extra_info("peername")[0]
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.backend)
+        try:
+            # One request per connection (the clients below do not keep connections alive).
+            head = await reader.readuntil(b"\r\n\r\n")
+            head = head[:-2] + f"X-Forwarded-For: {peer}\r\n\r\n".encode()
+            up_writer.write(head)
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        finally:
+            for w in (writer, up_writer):
+                w.close()
+            self._tasks.discard(task)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError, OSError):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+
+
+async def _registrations(base: str, address: str, count: int) -> list[int]:
+    """`count` registrations from source `address`, each claiming a new X-Forwarded-For."""
+    transport = httpx.AsyncHTTPTransport(
+        local_address=address, limits=httpx.Limits(max_keepalive_connections=0)
+    )
+    codes = []
+    async with httpx.AsyncClient(base_url=base, transport=transport, timeout=10) as http:
+        for i in range(count):
+            name = f"x{uuid.uuid4().hex[:10]}"
+            body = {"username": name, "email": f"{name}@example.com", "password": TEST_PASSWORD}
+            spoof = {"X-Forwarded-For": f"203.0.113.{i + 1}"}
+            r = await http.post("/api/v1/auth/register", json=body, headers=spoof)
+            codes.append(r.status_code)
+    return codes
+
+
+async def test_forwarded_for_counts_only_from_a_trusted_proxy(
+    stores: Stores, tmp_path: Path
+) -> None:
+    settings = make_settings(stores)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PODIUM_", "REDIS_"))},
+        "REDIS_URL": str(settings.redis_url),
+        "DATABASE_URL": str(settings.database_url),
+        "SECRET_KEY": "proxy-test-" + "y" * 40,
+        "PODIUM_DB_SCHEMA": settings.db_schema,
+        "PODIUM_REDIS_PREFIX": settings.redis_prefix,
+        "PODIUM_DATA_DIR": str(tmp_path / "data"),
+        "PODIUM_BCRYPT_ROUNDS": "4",
+        "PODIUM_REGISTRATIONS_PER_MINUTE": "2",
+        "PODIUM_LOG_LEVEL": "warning",
+        "PODIUM_TRUSTED_PROXIES": "127.0.0.1",
+        # What compose.yaml used to set: Podium must not let uvicorn read it.
+        "FORWARDED_ALLOW_IPS": "*",
+    }
+    try:
+        async with (
+            replica(env, free_port(), tmp_path / "serve.log") as port,
+            AppendingProxy(port) as proxy,
+        ):
+            direct = f"http://127.0.0.1:{port}"
+            # A direct client naming any address it likes is still itself.
+            assert await _registrations(direct, "127.0.0.2", 3) == [201, 201, 429]
+            # Through the proxy, the proxy's view of the client counts, not what the
+            # client claims, and not the proxy's own address.
+            via = f"http://127.0.0.1:{proxy.port}"
+            assert await _registrations(via, "127.0.0.3", 3) == [201, 201, 429]
+            assert await _registrations(via, "127.0.0.4", 1) == [201]
+    finally:
+        await drop_test_state(settings)
+
+
+# --- 7. /metrics answers only to the scraper ------------------------------------------------
+
+
+async def test_metrics_only_for_allowed_addresses_or_the_scrape_token(stores: Stores) -> None:
+    token = "scrape-" + uuid.uuid4().hex
+    async with app_with(stores, metrics_token=token) as app:
+        for address, headers, status in [
+            ("127.0.0.1", {}, 200),
+            ("127.0.0.2", {}, 404),
+            ("127.0.0.2", {"Authorization": "Bearer wrong"}, 404),
+            ("127.0.0.2", {"Authorization": f"Bearer {token}"}, 200),
+        ]:
+            transport = httpx.AsyncHTTPTransport(local_address=address)
+            async with httpx.AsyncClient(base_url=app.url, transport=transport) as http:
+                for path in ("/metrics", "/%6Detrics", "//metrics", "/metrics/", "/metrics?x"):
+                    r = await http.get(path, headers=headers, follow_redirects=True)
+                    leaked = b"podium_http_requests_total" in r.content
+                    if status == 404:
+                        # No spelling gets the metrics (some reach other routes).
+                        assert not leaked, (address, path)
+                        if path in ("/metrics", "/%6Detrics", "/metrics?x"):
+                            assert r.status_code == 404, (address, path)
+                    elif path == "/metrics":
+                        assert r.status_code == 200 and leaked, (address, path)
 
 
 # --- 2. failed logins from one address do not lock the owner out ---------------------------

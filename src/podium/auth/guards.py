@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import hmac
+import ipaddress
 import uuid
 
 from redis.exceptions import RedisError
 from starlette.requests import HTTPConnection
 
 from podium.auth.tokens import SERVICE_PREFIX, Principal, TokenError, hash_service_secret
-from podium.errors import ApiError, forbidden, unauthorized
+from podium.errors import ApiError, forbidden, not_found, unauthorized
 from podium.ops import metrics
 from podium.services import Services
 
@@ -120,4 +123,37 @@ async def require_admin(conn: HTTPConnection) -> Principal:
     return principal
 
 
-__all__ = ["ApiError", "bearer_token", "require_admin", "require_principal", "require_user"]
+@functools.lru_cache(maxsize=16)
+def _networks(items: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(item, strict=False) for item in items)
+
+
+def require_metrics_access(conn: HTTPConnection) -> None:
+    """/metrics is for the operators' scraper: an allowed address or the scrape token.
+
+    Anyone else gets the 404 of a route that does not exist, whatever the path's
+    spelling that led here (the proxy's rule is the first line, this the second).
+    """
+    settings = conn.app.state.podium.settings
+    token = settings.metrics_token
+    header = conn.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if token and scheme.lower() == "bearer" and hmac.compare_digest(value.strip(), token):
+        return
+    host = conn.client.host if conn.client else ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise not_found("no such route") from None
+    if not any(address in net for net in _networks(settings.metrics_allow)):
+        raise not_found("no such route")
+
+
+__all__ = [
+    "ApiError",
+    "bearer_token",
+    "require_admin",
+    "require_metrics_access",
+    "require_principal",
+    "require_user",
+]
