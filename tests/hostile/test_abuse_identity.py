@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sys
 import uuid
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from podium.embedded import free_port
 from podium.settings import Settings
@@ -209,6 +211,68 @@ async def test_metrics_only_for_allowed_addresses_or_the_scrape_token(stores: St
                             assert r.status_code == 404, (address, path)
                     elif path == "/metrics":
                         assert r.status_code == 200 and leaked, (address, path)
+
+
+# --- 6 and 10. logs hold no credential, and a refused handshake is no error -----------------
+
+
+def serve_env(settings: Settings, tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PODIUM_", "REDIS_"))}
+    env.update(
+        REDIS_URL=str(settings.redis_url),
+        DATABASE_URL=str(settings.database_url),
+        SECRET_KEY="log-test-" + "z" * 40,
+        PODIUM_DB_SCHEMA=settings.db_schema,
+        PODIUM_REDIS_PREFIX=settings.redis_prefix,
+        PODIUM_DATA_DIR=str(tmp_path / "data"),
+        PODIUM_BCRYPT_ROUNDS="4",
+        **extra,
+    )
+    return env
+
+
+async def test_logs_hold_no_credential_and_refusals_are_not_errors(
+    stores: Stores, tmp_path: Path
+) -> None:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    settings = make_settings(stores)
+    log = tmp_path / "serve.log"
+    psk = "psk_" + uuid.uuid4().hex + "SeCrEt"
+    try:
+        async with replica(
+            serve_env(settings, tmp_path, PODIUM_LOG_LEVEL="debug"), free_port(), log
+        ) as port:
+            base = f"http://127.0.0.1:{port}"
+            async with httpx.AsyncClient(base_url=base + "/api/v1") as http:
+                account = await register_and_login(http)
+                # The credential in a query string and in headers, over HTTP too.
+                await http.get(f"/auth/me?token={account.access_token}")
+                await http.get("/auth/me", headers={"Authorization": f"Bearer {psk}"})
+            refusals = [
+                # Refused by closing before accept: a bad credential (HTTP 403).
+                f"/ws/v1/scoreboard?game=nope&token={psk}",
+                # Refused with a denial response: a good token, a board that is not (404),
+                # and a missing parameter (400).
+                f"/ws/v1/scoreboard?game=no-such-game&token={account.access_token}",
+                f"/ws/v1/scoreboard?token={account.access_token}",
+            ]
+            for target in refusals:
+                with pytest.raises(InvalidStatus):
+                    await connect(f"ws://127.0.0.1:{port}{target}", open_timeout=5)
+            # A request after the refusals: every line about them is written by now.
+            async with httpx.AsyncClient(base_url=base) as http:
+                assert (await http.get("/readyz")).status_code == 200
+    finally:
+        await drop_test_state(settings)
+    text = log.read_text()
+    for secret in (account.access_token, account.refresh_token, psk, psk[4:]):
+        assert secret not in text
+    assert "[redacted]" in text  # uvicorn's WebSocket lines were there, without the secret
+    levels = [json.loads(line).get("level") for line in text.splitlines() if line.startswith("{")]
+    errors = [line for line in text.splitlines() if '"level": "error"' in line]
+    assert levels and not errors, errors
 
 
 # --- 2. failed logins from one address do not lock the owner out ---------------------------
