@@ -104,7 +104,8 @@ def cmd_create_admin(args: argparse.Namespace, settings: Settings) -> int:
     from podium.store import users
     from podium.store.db import create_pool, migrate
 
-    errors = validate_registration(RegisterIn(args.username, args.email, args.password))
+    password = args.password if args.password is not None else read_password()
+    errors = validate_registration(RegisterIn(args.username, args.email, password))
     if errors:
         raise CliError("; ".join(f"{k}: {v}" for k, v in errors.items()))
 
@@ -114,7 +115,7 @@ def cmd_create_admin(args: argparse.Namespace, settings: Settings) -> int:
         try:
             async with pool.acquire() as conn:
                 await migrate(conn, s.db_schema)
-            hashed = await hash_password(args.password, s.bcrypt_rounds)
+            hashed = await hash_password(password, s.bcrypt_rounds)
             return await users.create_user(pool, args.username, args.email, hashed, "admin")
         except users.UserExists as exc:
             raise CliError(f"{exc.field} is already taken") from None
@@ -125,6 +126,21 @@ def cmd_create_admin(args: argparse.Namespace, settings: Settings) -> int:
         user = asyncio.run(run(ready))
     print(f"created admin {user.username} (id {user.id})")
     return 0
+
+
+def read_password() -> str:
+    """The new password from a prompt (asked twice), or one line of stdin if piped."""
+    if not sys.stdin.isatty():
+        line = sys.stdin.readline()
+        if not line:
+            raise CliError("no password on stdin (pipe it in, or run in a terminal)")
+        return line.rstrip("\r\n")
+    import getpass
+
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Password again: ") != first:
+        raise CliError("the passwords do not match")
+    return first
 
 
 def cmd_service_token(args: argparse.Namespace, settings: Settings) -> int:
@@ -213,7 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     admin = sub.add_parser("create-admin", help="create an admin account")
     admin.add_argument("--username", required=True)
     admin.add_argument("--email", required=True)
-    admin.add_argument("--password", required=True)
+    admin.add_argument(
+        "--password",
+        help="the password; visible to other users of this machine (process list, shell "
+        "history): omit it to be prompted, or pipe it on stdin",
+    )
     admin.set_defaults(func=cmd_create_admin)
 
     svc = sub.add_parser(

@@ -56,7 +56,7 @@ async def two_instances(stores: Stores, **overrides: object) -> AsyncIterator[li
         await drop_test_state(settings)
 
 
-async def cli(settings: Settings, *args: str) -> tuple[int, str, str]:
+async def cli(settings: Settings, *args: str, stdin: bytes = b"") -> tuple[int, str, str]:
     """`podium ARGS` against the stores, schema and key prefix of `settings`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PODIUM_", "REDIS_"))}
     env.update(
@@ -74,7 +74,7 @@ async def cli(settings: Settings, *args: str) -> tuple[int, str, str]:
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     async with asyncio.timeout(90):
-        out, err = await proc.communicate()
+        out, err = await proc.communicate(stdin)
     return int(proc.returncode or 0), out.decode(), err.decode()
 
 
@@ -273,6 +273,28 @@ async def test_logs_hold_no_credential_and_refusals_are_not_errors(
     levels = [json.loads(line).get("level") for line in text.splitlines() if line.startswith("{")]
     errors = [line for line in text.splitlines() if '"level": "error"' in line]
     assert levels and not errors, errors
+
+
+# --- 9. create-admin keeps the password out of argv ----------------------------------------
+
+
+async def test_create_admin_reads_the_password_from_stdin(
+    server: RunningApp, client: httpx.AsyncClient
+) -> None:
+    name = f"root{uuid.uuid4().hex[:8]}"
+    password = "stdin-only-" + uuid.uuid4().hex[:8]
+    args = ("create-admin", "--username", name, "--email", f"{name}@example.com")
+    code, out, err = await cli(server.settings, *args, stdin=password.encode() + b"\n")
+    assert code == 0, err
+    assert password not in out + err
+    r = await client.post("/auth/login", json={"username": name, "password": password})
+    assert r.status_code == 200 and r.json()["user"]["role"] == "admin", r.text
+    # Nothing on stdin: refused, nothing created.
+    other = ("create-admin", "--username", name + "x", "--email", f"x{name}@example.com")
+    code, out, err = await cli(server.settings, *other)
+    assert code != 0 and "password" in err
+    code, out, err = await cli(server.settings, "create-admin", "--help")
+    assert "visible to other users" in " ".join(out.split())
 
 
 # --- 2. failed logins from one address do not lock the owner out ---------------------------
