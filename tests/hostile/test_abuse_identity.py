@@ -297,6 +297,83 @@ async def test_create_admin_reads_the_password_from_stdin(
     assert "visible to other users" in " ".join(out.split())
 
 
+# --- 8. the embedded stores want a password ------------------------------------------------
+
+
+async def test_embedded_valkey_refuses_a_client_without_the_password(tmp_path: Path) -> None:
+    import redis.asyncio as aioredis
+    from redis.exceptions import AuthenticationError, ResponseError
+
+    from podium.embedded import EmbeddedValkey
+
+    valkey = EmbeddedValkey(tmp_path / "valkey", persist=False)
+    valkey.start()
+    try:
+        assert valkey.password and valkey.password in valkey.url
+        secret_file = tmp_path / "valkey.password"
+        assert secret_file.stat().st_mode & 0o077 == 0
+        anonymous = aioredis.Redis(host="127.0.0.1", port=valkey.port)
+        try:
+            with pytest.raises((AuthenticationError, ResponseError)):
+                await anonymous.set("k", "v")
+        finally:
+            await anonymous.aclose()
+        client = aioredis.Redis.from_url(valkey.url)
+        try:
+            assert await client.set("k", "v")
+        finally:
+            await client.aclose()
+        # Nor is it on the command line, which every local user can read.
+        cmdline = Path(f"/proc/{valkey.proc.pid}/cmdline").read_bytes() if valkey.proc else b""
+        assert valkey.password.encode() not in cmdline
+    finally:
+        valkey.stop()
+
+
+async def test_embedded_postgres_wants_the_password_and_upgrades_a_trust_dir(
+    tmp_path: Path,
+) -> None:
+    import asyncpg
+
+    from podium.embedded import EmbeddedPostgres
+
+    pgdata = tmp_path / "postgres"
+    anonymous = "postgresql://postgres@127.0.0.1:{port}/podium"
+
+    async def check(pg: EmbeddedPostgres) -> None:
+        with pytest.raises(
+            (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError)
+        ):
+            await asyncpg.connect(anonymous.format(port=pg.port), password="")
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            await asyncpg.connect(anonymous.format(port=pg.port), password="guess")
+        conn = await asyncpg.connect(pg.url)
+        try:
+            assert await conn.fetchval("SELECT 1") == 1
+        finally:
+            await conn.close()
+
+    pg = EmbeddedPostgres(pgdata, durable=False)
+    pg.start()
+    try:
+        assert (tmp_path / "postgres.password").stat().st_mode & 0o077 == 0
+        await check(pg)
+    finally:
+        pg.stop()
+    # What an older Podium left behind: every local connection trusted, no password.
+    hba = pgdata / "pg_hba.conf"
+    hba.write_text(hba.read_text().replace("scram-sha-256", "trust"))
+    (tmp_path / "postgres.password").unlink()
+    again = EmbeddedPostgres(pgdata, durable=False)
+    again.start()
+    try:
+        assert "trust" not in [line.split()[-1] for line in hba.read_text().splitlines()
+                               if line.strip() and not line.startswith("#")]  # fmt: skip
+        await check(again)
+    finally:
+        again.stop()
+
+
 # --- 2. failed logins from one address do not lock the owner out ---------------------------
 
 
