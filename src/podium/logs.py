@@ -48,6 +48,13 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> str:
+    # The filter leaves the traceback redacted in exc_text; format it only without one.
+    if record.exc_text:
+        return record.exc_text
+    return formatter.formatException(record.exc_info) if record.exc_info else ""
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out = {
@@ -58,8 +65,8 @@ class JsonFormatter(logging.Formatter):
             "event": record.getMessage(),
         }
         out.update({k: v for k, v in vars(record).items() if k not in _STD})
-        if record.exc_text or record.exc_info:
-            out["exc"] = record.exc_text or self.formatException(record.exc_info)
+        if exc := _exception_text(self, record):
+            out["exc"] = exc
         return json.dumps(out, default=str)
 
 
@@ -67,8 +74,8 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         extra = " ".join(f"{k}={v}" for k, v in vars(record).items() if k not in _STD)
         line = f"{record.levelname:<7} {record.name}: {record.getMessage()} {extra}".rstrip()
-        if record.exc_text or record.exc_info:
-            line += "\n" + (record.exc_text or self.formatException(record.exc_info))
+        if exc := _exception_text(self, record):
+            line += "\n" + exc
         return line
 
 

@@ -374,6 +374,65 @@ async def test_embedded_postgres_wants_the_password_and_upgrades_a_trust_dir(
         again.stop()
 
 
+def _create_admin_on_a_terminal(env: dict[str, str], args: list[str], answers: list[str]) -> str:
+    """Run `podium ARGS` with a pseudo-terminal as its controlling terminal; answer each
+    prompt in turn; return everything it wrote."""
+    import fcntl
+    import select
+    import subprocess
+    import termios
+
+    master, slave = os.openpty()
+
+    def take_terminal() -> None:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "podium", *args], env=env,
+        stdin=slave, stdout=slave, stderr=slave,
+        start_new_session=True, preexec_fn=take_terminal,
+    )  # fmt: skip
+    os.close(slave)
+    seen, pending = b"", list(answers)
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 60)
+            assert ready, seen
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+            if pending and seen.endswith(b": "):  # a prompt, waiting
+                os.write(master, pending.pop(0).encode() + b"\n")
+        assert proc.wait(60) == 0, seen
+    finally:
+        os.close(master)
+    return seen.decode(errors="replace")
+
+
+async def test_create_admin_prompts_twice_on_a_terminal(
+    server: RunningApp, client: httpx.AsyncClient
+) -> None:
+    name = f"tty{uuid.uuid4().hex[:8]}"
+    password = "typed-twice-" + uuid.uuid4().hex[:8]
+    settings = server.settings
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PODIUM_", "REDIS_"))}
+    env.update(
+        DATABASE_URL=str(settings.database_url),
+        PODIUM_DB_SCHEMA=settings.db_schema,
+        PODIUM_DATA_DIR=str(settings.data_dir),
+        PODIUM_BCRYPT_ROUNDS="4",
+    )
+    args = ["create-admin", "--username", name, "--email", f"{name}@example.com"]
+    seen = await asyncio.to_thread(_create_admin_on_a_terminal, env, args, [password, password])
+    assert "Password" in seen and "again" in seen and password not in seen  # no echo
+    r = await client.post("/auth/login", json={"username": name, "password": password})
+    assert r.status_code == 200 and r.json()["user"]["role"] == "admin", r.text
+
+
 # --- 2. failed logins from one address do not lock the owner out ---------------------------
 
 

@@ -55,20 +55,20 @@ async def authenticate_token(services: Services, token: str) -> Principal:
     assert principal.user_id is not None
     keys = services.keys
     try:
-        jti, family, user = await services.redis.mget(
+        marks = await services.redis.mget(
             keys.deny_jti(principal.jti),
             keys.deny_family(principal.family),
             keys.deny_user(principal.user_id),
         )
+        revoked, voided = bool(marks[0] or marks[1]), bool(marks[2])
     except RedisError:
         metrics.REDIS_ERRORS.inc()
         # Redis down must not lock everyone out: logout, refresh-token reuse and voids
         # also revoke in PostgreSQL, which answers for the denylist meanwhile.
-        family, user = await _revoked_in_db(services, principal.family, principal.user_id)
-        jti = None
-    if user:
+        revoked, voided = await _revoked_in_db(services, principal.family, principal.user_id)
+    if voided:
         raise TokenError("this account is voided", voided=True)
-    if jti or family:
+    if revoked:
         raise TokenError("token revoked")
     return principal
 
