@@ -616,3 +616,16 @@ async def test_an_admin_cannot_void_itself(
     r = await client.post(f"/admin/users/{admin.id}/void", headers=admin.headers)
     assert r.status_code == 409 and r.json()["error"]["code"] == "self_void", r.text
     assert (await client.get("/auth/me", headers=admin.headers)).status_code == 200
+
+
+def test_trusted_proxies_must_be_addresses_never_everyone() -> None:
+    from podium.settings import SettingsError, load_settings
+
+    env = {"PODIUM_TRUSTED_PROXIES": "10.0.0.5, 172.28.0.0/24", "PODIUM_METRICS_ALLOW": "::1"}
+    loaded = load_settings(env, dotenv=Path("/nonexistent"))
+    assert loaded.trusted_proxies == ("10.0.0.5", "172.28.0.0/24")
+    assert loaded.metrics_allow == ("::1",)
+    assert load_settings({}, dotenv=Path("/nonexistent")).trusted_proxies == ()
+    for bad in ("*", "proxy.internal", "10.0.0.5,*"):
+        with pytest.raises(SettingsError):
+            load_settings({"PODIUM_TRUSTED_PROXIES": bad}, dotenv=Path("/nonexistent"))
