@@ -629,3 +629,21 @@ def test_trusted_proxies_must_be_addresses_never_everyone() -> None:
     for bad in ("*", "proxy.internal", "10.0.0.5,*"):
         with pytest.raises(SettingsError):
             load_settings({"PODIUM_TRUSTED_PROXIES": bad}, dotenv=Path("/nonexistent"))
+
+
+def test_a_revocation_heard_while_a_socket_is_set_up_is_remembered() -> None:
+    from podium.auth.revocation import RecentRevocations
+
+    recent = RecentRevocations(size=3, keep=60)
+    recent.add("user:1", now=100.0)
+    # A socket that authenticated before the revocation and registers after it.
+    assert recent.since(("fam", "user:1"), 99.5)
+    # One that authenticated after it was refused by the denylist, not here.
+    assert not recent.since(("fam", "user:1"), 100.5)
+    assert not recent.since(("", "user:2"), 0.0)
+    # Bounded in size and in time.
+    for i in range(2, 6):
+        recent.add(f"user:{i}", now=100.0 + i)
+    assert not recent.since(("user:1",), 0.0) and recent.since(("user:5",), 0.0)
+    recent.add("user:9", now=1000.0)
+    assert not recent.since(("user:5",), 0.0) and recent.since(("user:9",), 0.0)

@@ -65,3 +65,31 @@ async def revoke_service(db: asyncpg.Pool, name: str) -> bool:
         name,
     )
     return not done.endswith(" 0")
+
+
+class RecentRevocations:
+    """The subjects this instance heard revoked lately, with when (bounded).
+
+    A socket authenticates, then prepares and registers with the hub; a revocation
+    heard in between finds no socket to close. The endpoint asks here once the socket
+    is registered: revoked since it authenticated means it closes at once.
+    """
+
+    def __init__(self, size: int = 10_000, keep: float = 120.0) -> None:
+        self._heard: dict[str, float] = {}
+        self._size = size
+        self._keep = keep
+
+    def add(self, subject: str, now: float) -> None:
+        self._heard.pop(subject, None)
+        self._heard[subject] = now
+        # Oldest first (insertion order): drop what is too old or over the bound.
+        while self._heard:
+            oldest, when = next(iter(self._heard.items()))
+            if len(self._heard) <= self._size and now - when <= self._keep:
+                break
+            del self._heard[oldest]
+
+    def since(self, subjects: tuple[str, ...], moment: float) -> bool:
+        """Whether any of `subjects` was revoked at or after `moment`."""
+        return any(self._heard.get(s, -1.0) >= moment for s in subjects if s)

@@ -18,6 +18,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from podium.auth.revocation import RecentRevocations
 from podium.boards.keys import BoardKeys, board_id
 from podium.boards.periods import PERIODS, Period, period_start
 from podium.errors import WS_GOING_AWAY, WS_PERIOD_ENDED, WS_REVOKED, invalid
@@ -110,6 +111,7 @@ class Hub:
         # Revocation subjects -> sessions: token family ids and credentials
         # (`user:<id>`, `service:<name>`), as announced on the revocations channel.
         self.by_family: dict[str, set[Session]] = {}
+        self.recent_revocations = RecentRevocations()
         self._resync_generation = 0
         self._day = today(services)
         self._tasks: list[asyncio.Task[None]] = []
@@ -175,6 +177,7 @@ class Hub:
 
     def revoke(self, subject: str) -> None:
         """Close the sockets of a revoked family, user or service credential."""
+        self.recent_revocations.add(subject, time.monotonic())
         for session in list(self.by_family.get(subject, ())):
             session.close_soon(WS_REVOKED)
 
