@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import itertools
 import os
 import re
@@ -25,7 +26,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from podium.embedded import free_port
-from tests.conftest import TEST_PASSWORD, Stores, drop_test_state, make_settings
+from tests.conftest import TEST_PASSWORD, RunningApp, Stores, drop_test_state, make_settings
 from tests.ws_helpers import recv, recv_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -405,3 +406,101 @@ async def _write_on_one_reaches_socket_on_other(
         assert proxy.chosen[-1] != socket_replica, "the write went to the socket's replica"
         diff = await recv_until(sock, lambda m: m.get("type") == "diff", timeout=5)
         assert [(row["user_id"], row["score"]) for row in diff["upserts"]] == [(user_id, 4242)]
+
+
+# --- the client address and /metrics at the edge ------------------------------------------
+
+
+def test_haproxy_replaces_forwarded_for_and_normalises_before_denying_metrics() -> None:
+    sections = haproxy_sections()
+    everything = [line for lines in sections.values() for line in lines]
+    frontend = next(lines for name, lines in sections.items() if name.startswith("frontend"))
+    # Appending (`option forwardfor`) would keep whatever the client sent in front.
+    assert not any(line.startswith("option forwardfor") for line in everything)
+    assert "http-request set-header X-Forwarded-For %[src]" in frontend
+    normalize = [line.split()[-1] for line in frontend if "normalize-uri" in line]
+    assert {"percent-decode-unreserved", "path-merge-slashes", "path-strip-dotdot"} <= set(
+        normalize
+    )
+    deny = next(i for i, line in enumerate(frontend) if "deny" in line and "/metrics" in line)
+    assert re.search(r"\{ path,url_dec(,lower)? -m beg /metrics \}", frontend[deny])
+    # Normalised first: a rule only sees the path once it has its one spelling.
+    last_normalize = max(i for i, line in enumerate(frontend) if "normalize-uri" in line)
+    assert last_normalize < deny
+
+
+def test_compose_trusts_forwarded_for_from_haproxy_only() -> None:
+    doc = compose()
+    lb = doc["services"]["lb"]
+    lb_address = lb["networks"]["default"]["ipv4_address"]
+    subnet = doc["networks"]["default"]["ipam"]["config"][0]["subnet"]
+    assert ipaddress.ip_address(lb_address) in ipaddress.ip_network(subnet)
+    for name, replica in podium_services(doc).items():
+        env = _environment(replica)
+        assert "FORWARDED_ALLOW_IPS" not in env, name
+        assert env["PODIUM_TRUSTED_PROXIES"] == lb_address, name
+
+
+async def raw_get(port: int, target: str) -> tuple[int, bytes]:
+    """GET `target` byte for byte (an HTTP client would normalise it first)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET {target} HTTP/1.1\r\nHost: podium\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        async with asyncio.timeout(10):
+            data = await reader.read(-1)
+    finally:
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def _loopback_haproxy_cfg(port: int, backend: int) -> str:
+    """deploy/haproxy.cfg with its frontend on `port` and one loopback server."""
+    out, skip = [], False
+    for raw in HAPROXY.read_text().splitlines():
+        line = raw.strip()
+        if raw and not raw[0].isspace():
+            skip = line.startswith("resolvers")
+        if skip or line.startswith(("server ", "default-server", "log ", "maxconn")):
+            continue  # maxconn: this machine's file limit is lower than production's
+        if line.startswith("bind "):
+            raw = f"    bind 127.0.0.1:{port}"
+        out.append(raw)
+        if line.startswith("backend"):
+            out.append(f"    server podium-1 127.0.0.1:{backend} check inter 200ms")
+    return "\n".join(out) + "\n"
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+async def test_real_haproxy_denies_every_spelling_of_metrics(
+    server: RunningApp, tmp_path: Path
+) -> None:
+    port = free_port()
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(_loopback_haproxy_cfg(port, server.port))
+    proc = await asyncio.create_subprocess_exec(
+        "haproxy", "-db", "-f", str(cfg),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            async with asyncio.timeout(20):
+                while True:
+                    assert proc.returncode is None, "haproxy exited"
+                    with contextlib.suppress(httpx.TransportError):
+                        if (await http.get("/readyz")).status_code == 200:
+                            break
+                    await asyncio.sleep(0.1)  # startup polling
+            # Straight to the replica, from loopback, the metrics are there ...
+            direct = await http.get(f"http://127.0.0.1:{server.port}/metrics")
+            assert direct.status_code == 200
+            # ... and through HAProxy no spelling reaches them.
+            for path in ("/metrics", "/%6Detrics", "//metrics", "/metrics/", "/metrics?x",
+                         "/METRICS", "/./metrics", "/x/../metrics", "/%2Fmetrics"):  # fmt: skip
+                status, body = await raw_get(port, path)
+                assert status == 404, (path, status)
+                assert b"podium_http_requests_total" not in body, path
+    finally:
+        proc.terminate()
+        await proc.wait()

@@ -307,6 +307,8 @@ async def test_every_listed_route_answers_as_documented(
                     value = path_values[param["name"]]
                     if path.startswith("/static/"):
                         value = "app.js"
+                    if path.endswith("/void"):
+                        value = str(player.id)  # an admin cannot void itself (409)
                     url = url.replace("{" + param["name"] + "}", value)
             query = {
                 p["name"]: query_values.get(p["name"]) or _sample(document, p["schema"])

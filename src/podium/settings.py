@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -31,6 +32,13 @@ class Settings(msgspec.Struct, kw_only=True):
     jwt_issuer: str = "podium"
     jwt_audience: str = "podium"
     cors_origins: tuple[str, ...] = ()
+    # Addresses or networks of the reverse proxies whose X-Forwarded-For is believed
+    # (`serve --proxy-headers`); none by default. The client is the right-most address
+    # of the header that is not one of them.
+    trusted_proxies: tuple[str, ...] = ()
+    # Who may read /metrics: these addresses or networks, or a bearer scrape token.
+    metrics_allow: tuple[str, ...] = ("127.0.0.1", "::1")
+    metrics_token: str = ""
     bcrypt_rounds: int = 12
     # Key prefix in Redis: lets tests (and several deployments) share one server.
     redis_prefix: str = "podium:"
@@ -115,6 +123,14 @@ def load_settings(environ: dict[str, str] | None = None, dotenv: Path | None = N
         kwargs["host"] = value
     if (value := get("CORS_ORIGINS")) is not None:
         kwargs["cors_origins"] = tuple(o.strip() for o in value.split(",") if o.strip())
+    for name, field in (
+        ("PODIUM_TRUSTED_PROXIES", "trusted_proxies"),
+        ("PODIUM_METRICS_ALLOW", "metrics_allow"),
+    ):
+        if (value := get(name)) is not None:
+            kwargs[field] = _addresses(name, value)
+    if (value := get("PODIUM_METRICS_TOKEN")) is not None:
+        kwargs["metrics_token"] = value
     if (value := get("PODIUM_DB_SCHEMA")) is not None:
         if not _SCHEMA_RE.match(value):
             raise SettingsError(
@@ -136,6 +152,20 @@ def load_settings(environ: dict[str, str] | None = None, dotenv: Path | None = N
         except ValueError:
             raise SettingsError(f"PODIUM_{name} must be an integer, not {raw!r}") from None
     return Settings(**kwargs)
+
+
+def _addresses(name: str, raw: str) -> tuple[str, ...]:
+    """A comma-separated list of IP addresses or networks; "*" is refused."""
+    items = tuple(item.strip() for item in raw.split(",") if item.strip())
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise SettingsError(
+                f"{name} must list IP addresses or networks (e.g. 10.0.0.5,10.1.0.0/16), "
+                f"not {item!r}"
+            ) from None
+    return items
 
 
 def ensure_secret_key(settings: Settings) -> Settings:

@@ -9,9 +9,10 @@ from starlette.routing import Route
 from podium.api.responses import JSON
 from podium.api.spec import Param, spec
 from podium.auth.guards import require_admin
+from podium.auth.revocation import void_identity
 from podium.boards.scripts import Scripts
 from podium.boards.void import VoidOut, void_user
-from podium.errors import not_found
+from podium.errors import conflict, not_found
 from podium.services import Services
 
 
@@ -21,18 +22,23 @@ from podium.services import Services
     response=VoidOut,
     path={"user_id": Param(int, "the user to void")},
     auth=True,
-    errors=(403, 404, 503),
+    errors=(403, 404, 409, 503),
 )
 async def void(request: Request) -> Response:
     """Void a user: their events stay in the log, marked void; they leave every board."""
-    await require_admin(request)
+    principal = await require_admin(request)
     services: Services = request.app.state.podium
     try:
         user_id = int(request.path_params["user_id"])
     except ValueError:
         raise not_found("no such user") from None
+    if user_id == principal.user_id:
+        # An admin voiding itself would lock the last admin out: another admin must.
+        raise conflict("an admin cannot void itself", code="self_void")
     scripts: Scripts = services.extras["scripts"]  # type: ignore[assignment]
-    return JSON(await void_user(services, scripts, user_id))
+    out = await void_user(services, scripts, user_id)
+    await void_identity(services, user_id)
+    return JSON(out)
 
 
 routes = [Route("/admin/users/{user_id}/void", void, methods=["POST"])]

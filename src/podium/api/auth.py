@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import Annotated
 
 import msgspec
 from redis.exceptions import RedisError
@@ -17,37 +17,68 @@ from starlette.routing import Route
 
 from podium.api.responses import JSON, read_json
 from podium.api.spec import spec
-from podium.auth import ratelimit
+from podium.auth import ratelimit, revocation
 from podium.auth.guards import require_user
 from podium.auth.passwords import hash_password, verify_password
 from podium.auth.tokens import TokenError
-from podium.errors import ApiError, conflict, invalid, unauthorized, unavailable
+from podium.errors import (
+    ApiError,
+    conflict,
+    invalid,
+    rate_limited,
+    unauthorized,
+    unavailable,
+)
 from podium.services import Services
 from podium.store import users
+from podium.validation import Username
 
 log = logging.getLogger("podium.auth")
 
-USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 # Pragmatic, not RFC 5322: one @, a dot in the domain, no spaces or control characters
 # (PostgreSQL text cannot hold NUL).
-EMAIL_RE = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]{2,}$")
+EMAIL_PATTERN = r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]{2,}$"
 BAD_LOGIN = "invalid username, email or password"
+# bcrypt reads at most 72 bytes: a longer password would be silently truncated. The
+# Struct bounds characters; `validate_registration` also bounds the UTF-8 bytes.
+PASSWORD_BYTES = (8, 72)
+
+Email = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=EMAIL_PATTERN, min_length=6, max_length=254, description="an email address"
+    ),
+]
+NewPassword = Annotated[
+    str, msgspec.Meta(min_length=8, max_length=72, description="8 to 72 bytes of UTF-8")
+]
+# Login names and passwords are only bounded, not shaped: a name that cannot exist is
+# an unknown account (401), the same answer as any other.
+LoginName = Annotated[str, msgspec.Meta(min_length=1, max_length=254)]
+LoginPassword = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
 
 
 class RegisterIn(msgspec.Struct, forbid_unknown_fields=True):
+    username: Username
+    email: Email
+    password: NewPassword
+
+
+class _RegisterForm(msgspec.Struct, forbid_unknown_fields=True):
+    # The same fields unconstrained: decoded first so every failing field is reported.
     username: str
     email: str
     password: str
 
 
 class LoginIn(msgspec.Struct, forbid_unknown_fields=True):
-    password: str
-    username: str | None = None
-    email: str | None = None
+    password: LoginPassword
+    username: LoginName | None = None
+    email: LoginName | None = None
 
 
 class RefreshIn(msgspec.Struct, forbid_unknown_fields=True):
-    refresh_token: str
+    refresh_token: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
 
 
 class TokenPair(msgspec.Struct):
@@ -58,15 +89,23 @@ class TokenPair(msgspec.Struct):
     user: users.User
 
 
-def validate_registration(body: RegisterIn) -> dict[str, str]:
+_REGISTRATION_RULES = {
+    "username": (Username, "3-32 characters of letters, digits, '_', '.', '-'"),
+    "email": (Email, "not a valid email address"),
+    "password": (NewPassword, "8-72 bytes"),
+}
+
+
+def validate_registration(body: RegisterIn | _RegisterForm) -> dict[str, str]:
+    """Every failing field of a registration, checked against RegisterIn's own types."""
     errors: dict[str, str] = {}
-    if not USERNAME_RE.match(body.username):
-        errors["username"] = "3-32 characters of letters, digits, '_', '.', '-'"
-    if len(body.email) > 254 or not EMAIL_RE.match(body.email):
-        errors["email"] = "not a valid email address"
-    size = len(body.password.encode())
-    if size < 8 or size > 72:
-        # bcrypt reads at most 72 bytes: a longer password would be silently truncated.
+    for name, (shape, message) in _REGISTRATION_RULES.items():
+        try:
+            msgspec.convert(getattr(body, name), shape)
+        except msgspec.ValidationError:
+            errors[name] = message
+    low, high = PASSWORD_BYTES
+    if "password" not in errors and not low <= len(body.password.encode()) <= high:
         errors["password"] = "8-72 bytes"
     return errors
 
@@ -79,11 +118,14 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def issue_pair(services: Services, user: users.User, family: uuid.UUID) -> TokenPair:
-    now = int(time.time())
-    jti = uuid.uuid4()
-    expires = datetime.fromtimestamp(now + services.tokens.refresh_ttl, UTC)
-    await users.store_refresh(services.pool, jti, family, user.id, expires)
+def refresh_expiry(services: Services, now: int) -> datetime:
+    return datetime.fromtimestamp(now + services.tokens.refresh_ttl, UTC)
+
+
+def token_pair(
+    services: Services, user: users.User, family: uuid.UUID, jti: uuid.UUID, now: int
+) -> TokenPair:
+    """The pair for a refresh token `jti` already stored in `family`."""
     return TokenPair(
         access_token=services.tokens.access(user.id, user.role, family.hex, now),
         refresh_token=services.tokens.refresh(user.id, family.hex, jti.hex, now),
@@ -104,9 +146,10 @@ async def issue_pair(services: Services, user: users.User, family: uuid.UUID) ->
 )
 async def register(request: Request) -> Response:
     services = services_of(request)
-    body = await read_json(request, RegisterIn, services.settings.max_body_bytes)
-    if errors := validate_registration(body):
+    form = await read_json(request, _RegisterForm, services.settings.max_body_bytes)
+    if errors := validate_registration(form):
         raise invalid("registration is invalid", errors)
+    body = msgspec.convert(msgspec.structs.asdict(form), RegisterIn)
     await throttle(
         services, "register", client_ip(request), services.settings.registrations_per_minute
     )
@@ -132,9 +175,7 @@ async def login(request: Request) -> Response:
     login_name = body.username if body.username is not None else body.email
     if not login_name or (body.username is not None and body.email is not None):
         raise invalid("give either username or email", {"username": "or email, one of them"})
-    limit = services.settings.login_attempts_per_minute
-    await throttle(services, "login-ip", client_ip(request), limit * 5)
-    await throttle(services, "login-user", login_name.lower(), limit)
+    await throttle_login(services, login_name.lower(), client_ip(request))
     # No stored name holds a NUL (PostgreSQL text cannot): such a name is just unknown.
     found = (
         await users.find_login(services.pool, login_name, by_email=body.username is None)
@@ -146,8 +187,10 @@ async def login(request: Request) -> Response:
     )
     if not found or not ok:
         raise unauthorized(BAD_LOGIN)
-    pair = await issue_pair(services, found[0], uuid.uuid4())
-    return JSON(pair)
+    now, jti, family = int(time.time()), uuid.uuid4(), uuid.uuid4()
+    user = found[0]
+    await users.store_refresh(services.pool, jti, family, user.id, refresh_expiry(services, now))
+    return JSON(token_pair(services, user, family, jti, now))
 
 
 @spec(
@@ -164,13 +207,17 @@ async def refresh(request: Request) -> Response:
     try:
         claims = services.tokens.decode(body.refresh_token, typ="refresh")
         jti, family = uuid.UUID(claims["jti"]), uuid.UUID(claims["fam"])
+        user_id = int(claims["sub"])
     except (TokenError, KeyError, ValueError):
         raise unauthorized("invalid refresh token") from None
-    async with services.pool.acquire() as conn, conn.transaction():
-        state = await users.spend_refresh(conn, jti)
-        if state == "reused":
-            # A spent token used again means it leaked: end the whole family.
-            await users.revoke_family(conn, family)
+    now, new_jti = int(time.time()), uuid.uuid4()
+    # Spending the token and storing its successor is one transaction under the
+    # family's lock: ten concurrent uses leave one winner, and the reuse by the nine
+    # others revokes the winner's successor too.
+    async with services.pool.acquire() as conn:
+        state = await users.rotate_refresh(
+            conn, jti, family, user_id, new_jti, refresh_expiry(services, now)
+        )
     if state == "reused":
         try:
             await deny_family(services, family.hex)
@@ -179,10 +226,32 @@ async def refresh(request: Request) -> Response:
             log.warning("refresh reuse: family not denied in redis", extra={"family": family.hex})
     if state != "ok":
         raise unauthorized("invalid refresh token")
-    user = await users.get_user(services.pool, int(claims["sub"]))
+    user = await users.get_user(services.pool, user_id)
     if user is None:
         raise unauthorized("invalid refresh token")
-    return JSON(await issue_pair(services, user, family))
+    return JSON(token_pair(services, user, family, new_jti, now))
+
+
+async def throttle_login(services: Services, account: str, address: str) -> None:
+    """429 over a login limit: per (account, address), per address, per account.
+
+    Counted before the password is checked, so a 429 says nothing about the account.
+    Each counter is reached only through the narrower ones, so one address adds at
+    most `limit` a minute to an account's counter, which allows ten times that: it
+    takes ten addresses together to lock an owner out, never one.
+    """
+    limit = services.settings.login_attempts_per_minute
+    counters = [
+        (services.keys.rate("login-pair", f"{address}|{account}"), limit),
+        (services.keys.rate("login-ip", address), limit * 5),
+        (services.keys.rate("login-user", account), limit * 10),
+    ]
+    try:
+        for key, allowed in counters:
+            if retry := await ratelimit.hit(services.redis, key, allowed, 60):
+                raise rate_limited(retry)
+    except RedisError:
+        log.warning("rate limit skipped: redis unavailable", extra={"bucket": "login"})
 
 
 async def throttle(services: Services, bucket: str, who: str, per_minute: int) -> None:
@@ -196,12 +265,7 @@ async def throttle(services: Services, bucket: str, who: str, per_minute: int) -
 
 async def deny_family(services: Services, family: str) -> None:
     """Every access token of the family stops working now, on every instance."""
-    # Only access tokens need the denylist (refresh tokens are checked in PostgreSQL),
-    # and none of the family outlives one access lifetime from now; the margin covers a
-    # refresh that was in flight while the family was revoked.
-    ttl = services.tokens.access_ttl + 60
-    await services.redis.set(services.keys.deny_family(family), "1", ex=ttl)
-    await services.redis.publish(services.keys.revocations, family)
+    await revocation.deny_family(services.redis, services.keys, family, services.tokens.access_ttl)
 
 
 @spec(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,6 +24,7 @@ from podium.auth.guards import authenticate_token, bearer_token
 from podium.auth.tokens import Principal, TokenError
 from podium.errors import (
     WS_INTERNAL,
+    WS_REVOKED,
     WS_TOO_MANY_SOCKETS,
     ApiError,
     bad_request,
@@ -399,6 +401,7 @@ class Endpoint:
         if token is None:
             await refuse(ws)
             return
+        authenticated_at = time.monotonic()
         try:
             principal = await authenticate_token(services, token)
         except TokenError:
@@ -438,6 +441,11 @@ class Endpoint:
                 await session.close(WS_TOO_MANY_SOCKETS)
                 return
             hub.register(session)
+            subjects = (principal.family, principal.credential)
+            if hub.recent_revocations.since(subjects, authenticated_at):
+                # Revoked while this socket was being set up: the hub had none to close.
+                await session.close(WS_REVOKED)
+                return
             endpoint = scope["path"].rsplit("/", 1)[-1]
             metrics.WS_OPEN_SOCKETS.labels(endpoint).inc()
             registered = True

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import hmac
+import ipaddress
 import uuid
 
 from redis.exceptions import RedisError
 from starlette.requests import HTTPConnection
 
 from podium.auth.tokens import SERVICE_PREFIX, Principal, TokenError, hash_service_secret
-from podium.errors import ApiError, forbidden, unauthorized
+from podium.errors import ApiError, forbidden, not_found, unauthorized
 from podium.ops import metrics
 from podium.services import Services
 
@@ -49,30 +52,42 @@ async def authenticate_token(services: Services, token: str) -> Principal:
         )
     claims = services.tokens.decode(token)
     principal = services.tokens.principal(claims)
+    assert principal.user_id is not None
+    keys = services.keys
     try:
-        denied = await services.redis.exists(
-            services.keys.deny_jti(principal.jti), services.keys.deny_family(principal.family)
+        marks = await services.redis.mget(
+            keys.deny_jti(principal.jti),
+            keys.deny_family(principal.family),
+            keys.deny_user(principal.user_id),
         )
+        revoked, voided = bool(marks[0] or marks[1]), bool(marks[2])
     except RedisError:
         metrics.REDIS_ERRORS.inc()
-        # Redis down must not lock everyone out: logout and refresh-token reuse also
-        # revoke the family in PostgreSQL, which answers for the denylist meanwhile.
-        denied = await _family_revoked_in_db(services, principal.family)
-    if denied:
+        # Redis down must not lock everyone out: logout, refresh-token reuse and voids
+        # also revoke in PostgreSQL, which answers for the denylist meanwhile.
+        revoked, voided = await _revoked_in_db(services, principal.family, principal.user_id)
+    if voided:
+        raise TokenError("this account is voided", voided=True)
+    if revoked:
         raise TokenError("token revoked")
     return principal
 
 
-async def _family_revoked_in_db(services: Services, family: str) -> bool:
+async def _revoked_in_db(services: Services, family: str, user_id: int) -> tuple[bool, bool]:
+    """(family revoked, user voided) from PostgreSQL."""
     try:
         fam = uuid.UUID(family)
     except ValueError:
-        return True
-    revoked = await services.pool.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM refresh_tokens WHERE family = $1 AND revoked_at IS NOT NULL)",
+        return True, False
+    row = await services.pool.fetchrow(
+        "SELECT EXISTS (SELECT 1 FROM refresh_tokens WHERE family = $1"
+        " AND revoked_at IS NOT NULL) AS family,"
+        " EXISTS (SELECT 1 FROM users WHERE id = $2 AND voided_at IS NOT NULL) AS voided",
         fam,
+        user_id,
     )
-    return bool(revoked)
+    assert row is not None
+    return bool(row["family"]), bool(row["voided"])
 
 
 async def require_principal(conn: HTTPConnection) -> Principal:
@@ -87,6 +102,8 @@ async def require_principal(conn: HTTPConnection) -> Principal:
     try:
         principal = await authenticate_token(services, token)
     except TokenError as exc:
+        if exc.voided:
+            raise forbidden(str(exc), code="voided") from None
         raise unauthorized(str(exc)) from None
     conn.scope["podium.principal"] = principal
     return principal
@@ -106,4 +123,37 @@ async def require_admin(conn: HTTPConnection) -> Principal:
     return principal
 
 
-__all__ = ["ApiError", "bearer_token", "require_admin", "require_principal", "require_user"]
+@functools.lru_cache(maxsize=16)
+def _networks(items: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(item, strict=False) for item in items)
+
+
+def require_metrics_access(conn: HTTPConnection) -> None:
+    """/metrics is for the operators' scraper: an allowed address or the scrape token.
+
+    Anyone else gets the 404 of a route that does not exist, whatever the path's
+    spelling that led here (the proxy's rule is the first line, this the second).
+    """
+    settings = conn.app.state.podium.settings
+    token = settings.metrics_token
+    header = conn.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if token and scheme.lower() == "bearer" and hmac.compare_digest(value.strip(), token):
+        return
+    host = conn.client.host if conn.client else ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise not_found("no such route") from None
+    if not any(address in net for net in _networks(settings.metrics_allow)):
+        raise not_found("no such route")
+
+
+__all__ = [
+    "ApiError",
+    "bearer_token",
+    "require_admin",
+    "require_metrics_access",
+    "require_principal",
+    "require_user",
+]

@@ -35,9 +35,11 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
 class TokenError(Exception):
     """A token is missing, malformed, expired, tampered or not for us."""
 
-    def __init__(self, message: str, *, expired: bool = False) -> None:
+    def __init__(self, message: str, *, expired: bool = False, voided: bool = False) -> None:
         super().__init__(message)
         self.expired = expired
+        # Genuine, but its account was voided: 403 `voided` rather than 401.
+        self.voided = voided
 
 
 class TokenIssuer:

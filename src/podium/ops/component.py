@@ -10,6 +10,7 @@ from starlette.routing import BaseRoute, Route
 
 from podium.api.responses import JSON
 from podium.api.spec import spec
+from podium.auth.guards import require_metrics_access
 from podium.ops import metrics, openapi
 from podium.ops.docs import docs_page, docs_static
 
@@ -19,9 +20,12 @@ from podium.ops.docs import docs_page, docs_static
     tag="ops",
     response=str,
     media_type="text/plain",
-    description="Prometheus text exposition format. Scrape each instance directly.",
+    errors=(404,),
+    description="Prometheus text exposition format. Scrape each instance directly, from an"
+    " address in PODIUM_METRICS_ALLOW or with the PODIUM_METRICS_TOKEN bearer; others get 404.",
 )
 async def metrics_endpoint(request: Request) -> Response:
+    require_metrics_access(request)
     body, content_type = metrics.exposition()
     return Response(body, headers={"content-type": content_type, "cache-control": "no-store"})
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import struct
 
+from uvicorn._types import ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
 
@@ -70,3 +71,17 @@ class PodiumWebSocketProtocol(WebSocketsSansIOProtocol):
     async def run_asgi(self) -> None:
         self.scope["extensions"][EXTENSION] = DirectSender(self)  # type: ignore[index]
         await super().run_asgi()
+
+    async def send(self, message: ASGISendEvent) -> None:
+        await super().send(message)
+        # A handshake refused with a denial response (400/404/422 with a JSON body) is
+        # finished once its body is out. uvicorn marks a refusal by close so, but not
+        # this one, and then logs "ASGI callable returned without completing
+        # handshake" at error level for every ordinary refusal.
+        if (
+            message["type"] == "websocket.http.response.body"
+            and not message.get("more_body", False)
+            and self.initial_response is not None
+            and self.close_sent
+        ):
+            self.handshake_complete = True

@@ -18,6 +18,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from podium.auth.revocation import RecentRevocations
 from podium.boards.keys import BoardKeys, board_id
 from podium.boards.periods import PERIODS, Period, period_start
 from podium.errors import WS_GOING_AWAY, WS_PERIOD_ENDED, WS_REVOKED, invalid
@@ -107,7 +108,10 @@ class Hub:
         self.feeds: dict[str, Feed] = {}
         self.sessions: set[Session] = set()
         self.by_user: dict[int, set[Session]] = {}
+        # Revocation subjects -> sessions: token family ids and credentials
+        # (`user:<id>`, `service:<name>`), as announced on the revocations channel.
         self.by_family: dict[str, set[Session]] = {}
+        self.recent_revocations = RecentRevocations()
         self._resync_generation = 0
         self._day = today(services)
         self._tasks: list[asyncio.Task[None]] = []
@@ -151,16 +155,18 @@ class Hub:
         p = session.principal
         if p.user_id is not None:
             self.by_user.setdefault(p.user_id, set()).add(session)
-        if p.family:
-            self.by_family.setdefault(p.family, set()).add(session)
+        for subject in (p.family, p.credential):
+            if subject:
+                self.by_family.setdefault(subject, set()).add(session)
 
     def unregister(self, session: Session) -> None:
         self.sessions.discard(session)
         p = session.principal
         if p.user_id is not None:
             _discard(self.by_user, p.user_id, session)
-        if p.family:
-            _discard(self.by_family, p.family, session)
+        for subject in (p.family, p.credential):
+            if subject:
+                _discard(self.by_family, subject, session)
 
     def rebind(self, session: Session, old: Any) -> None:
         """The session re-authenticated: it now belongs to the new token's family."""
@@ -169,8 +175,10 @@ class Hub:
         if session.principal.family:
             self.by_family.setdefault(session.principal.family, set()).add(session)
 
-    def revoke(self, family: str) -> None:
-        for session in list(self.by_family.get(family, ())):
+    def revoke(self, subject: str) -> None:
+        """Close the sockets of a revoked family, user or service credential."""
+        self.recent_revocations.add(subject, time.monotonic())
+        for session in list(self.by_family.get(subject, ())):
             session.close_soon(WS_REVOKED)
 
     # -- watching boards ---------------------------------------------------------------

@@ -70,8 +70,11 @@ async def find_login(
     db: asyncpg.Pool | asyncpg.Connection, login: str, by_email: bool
 ) -> tuple[User, str] | None:
     column = "lower(email)" if by_email else "lower(username)"
+    # A voided account cannot log in; to the caller it is just a failed login.
     row = await db.fetchrow(
-        f"SELECT {_USER_COLS}, password_hash FROM users WHERE {column} = lower($1)", login
+        f"SELECT {_USER_COLS}, password_hash FROM users"
+        f" WHERE {column} = lower($1) AND voided_at IS NULL",
+        login,
     )
     return (_user(row), row["password_hash"]) if row else None
 
@@ -92,28 +95,81 @@ async def store_refresh(
     )
 
 
-async def spend_refresh(conn: asyncpg.Connection, jti: uuid.UUID) -> str:
-    """Mark a refresh token used. Returns 'ok', 'reused', 'revoked' or 'unknown'."""
-    row = await conn.fetchrow(
-        "UPDATE refresh_tokens SET used_at = now()"
-        " WHERE jti = $1 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > now()"
-        " RETURNING family",
-        jti,
-    )
-    if row is not None:
-        return "ok"
-    state = await conn.fetchrow(
-        "SELECT used_at, revoked_at FROM refresh_tokens WHERE jti = $1", jti
-    )
-    if state is None:
-        return "unknown"
-    if state["used_at"] is not None:
-        return "reused"
-    return "revoked"
-
-
-async def revoke_family(db: asyncpg.Pool | asyncpg.Connection, family: uuid.UUID) -> None:
-    await db.execute(
-        "UPDATE refresh_tokens SET revoked_at = now() WHERE family = $1 AND revoked_at IS NULL",
+async def _lock_family(conn: asyncpg.Connection, family: uuid.UUID) -> None:
+    # Rotation and revocation of one family take turns: a revocation's UPDATE cannot
+    # miss a token that a concurrent rotation inserts (READ COMMITTED would let it).
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('podium:family:' || $1::uuid::text, 0))",
         family,
+    )
+
+
+async def rotate_refresh(
+    conn: asyncpg.Connection,
+    jti: uuid.UUID,
+    family: uuid.UUID,
+    user_id: int,
+    new_jti: uuid.UUID,
+    expires_at: datetime,
+) -> str:
+    """Spend refresh token `jti` and store its successor, atomically.
+
+    Returns 'ok', 'reused' (the family is then revoked, successor included), 'revoked'
+    or 'unknown'. Runs in one transaction under the family's lock, and holds the
+    user's row (FOR SHARE) so a concurrent void waits for it, then revokes its result.
+    """
+    async with conn.transaction():
+        await _lock_family(conn, family)
+        live = await conn.fetchval(
+            "SELECT true FROM users WHERE id = $1 AND voided_at IS NULL FOR SHARE", user_id
+        )
+        if not live:
+            return "revoked"
+        row = await conn.fetchrow(
+            "UPDATE refresh_tokens SET used_at = now()"
+            " WHERE jti = $1 AND family = $2 AND user_id = $3"
+            " AND used_at IS NULL AND revoked_at IS NULL AND expires_at > now()"
+            " RETURNING jti",
+            jti,
+            family,
+            user_id,
+        )
+        if row is not None:
+            await store_refresh(conn, new_jti, family, user_id, expires_at)
+            return "ok"
+        state = await conn.fetchrow(
+            "SELECT used_at, revoked_at FROM refresh_tokens WHERE jti = $1", jti
+        )
+        if state is None:
+            return "unknown"
+        if state["used_at"] is not None:
+            # A spent token used again means it leaked: end the whole family.
+            await conn.execute(
+                "UPDATE refresh_tokens SET revoked_at = now()"
+                " WHERE family = $1 AND revoked_at IS NULL",
+                family,
+            )
+            return "reused"
+        return "revoked"
+
+
+async def revoke_family(pool: asyncpg.Pool, family: uuid.UUID) -> None:
+    """Revoke every refresh token of a family, under the lock rotation takes."""
+    async with pool.acquire() as conn, conn.transaction():
+        await _lock_family(conn, family)
+        await conn.execute(
+            "UPDATE refresh_tokens SET revoked_at = now() WHERE family = $1 AND revoked_at IS NULL",
+            family,
+        )
+
+
+async def revoke_user(db: asyncpg.Pool | asyncpg.Connection, user_id: int) -> None:
+    """Revoke every refresh token of a user (after the user was voided).
+
+    A rotation in flight holds the user's row, which the void's UPDATE waited for: by
+    now its new token is committed and this statement sees it.
+    """
+    await db.execute(
+        "UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
+        user_id,
     )
