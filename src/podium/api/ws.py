@@ -13,7 +13,6 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-import msgspec
 from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -290,11 +289,12 @@ class AddScore(Channel):
         task.add_done_callback(self.tasks.discard)
 
     async def _write(self, request: SubmitScore) -> None:
-        from podium.boards.scores import ScoreIn, submit_score
+        from podium.api.scores import score_in
+        from podium.boards.scores import submit_score
 
         session = self.session
         try:
-            body = msgspec.convert(msgspec.structs.asdict(request), ScoreIn, from_attributes=False)
+            body = score_in(request)
             client = self.ws.client.host if self.ws.client else "unknown"
             out = await submit_score(self.services, session.principal, body, client)
             session.reply(

@@ -20,13 +20,14 @@ import logging
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Annotated
 
 import msgspec
 import redis.exceptions
 
 from podium.auth import ratelimit
 from podium.auth.tokens import Principal
-from podium.boards.model import MAX_ABS_SCORE, Game, GameCache
+from podium.boards.model import Game, GameCache
 from podium.boards.writer import Outcome, Write, Writer, is_unavailable
 from podium.errors import (
     ApiError,
@@ -39,20 +40,28 @@ from podium.errors import (
 )
 from podium.ops import metrics
 from podium.services import Services
+from podium.validation import INT64_MAX, ActionName, HexSignature, Score, Slug, UserId
 
 log = logging.getLogger("podium.scores")
 
 SIGNATURE_MAX_AGE_S = 60
 
 
+# Unix seconds; bounded so the freshness check never meets an int wider than a bigint.
+UnixSeconds = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
+
+
 class ScoreIn(msgspec.Struct, forbid_unknown_fields=True):
-    game: str
-    event_id: str
-    score: int | None = None
-    action: str | None = None
-    user_id: int | None = None
-    ts: int | None = None
-    signature: str | None = None
+    """A score write as a client sends it; the decoder refuses any value out of shape
+    (an empty `action` is out of shape, not "absent"), before any cache or store sees it."""
+
+    game: Slug
+    event_id: uuid.UUID
+    score: Score | None = None
+    action: ActionName | None = None
+    user_id: UserId | None = None
+    ts: UnixSeconds | None = None
+    signature: HexSignature | None = None
 
 
 class ScoreOut(msgspec.Struct):
@@ -221,12 +230,7 @@ async def submit_score(
 async def _submit(
     services: Services, principal: Principal, body: ScoreIn, client_addr: str
 ) -> ScoreOut:
-    try:
-        event_id = uuid.UUID(body.event_id)
-    except ValueError:
-        raise invalid("event_id must be a UUID", {"event_id": "not a UUID"}) from None
-    if body.score is not None and abs(body.score) > MAX_ABS_SCORE:
-        raise invalid("|score| must be at most 2^53 - 1", {"score": "too large"})
+    event_id = body.event_id
     game = await _game(services, body.game)
     user_id, kind = _who_and_what(principal, game, body)
     _check_signature(services, game, body, user_id, str(event_id))
