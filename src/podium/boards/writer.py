@@ -28,8 +28,9 @@ import msgspec
 from podium.boards.keys import GLOBAL, board_id
 from podium.boards.periods import EPOCH, starts_for
 from podium.boards.scripts import ApplyEvent, BoardRow, Scripts, set_row
-from podium.errors import ApiError, unavailable
+from podium.errors import ApiError, invalid, unavailable
 from podium.ops import metrics
+from podium.store.db import is_bad_data, is_unavailable
 
 log = logging.getLogger("podium.writer")
 
@@ -72,14 +73,14 @@ class Outcome(msgspec.Struct, kw_only=True):
     previous_rank: int | None = None
 
 
-def is_unavailable(exc: BaseException) -> bool:
-    """A connection-level failure: PostgreSQL is down, restarting or unreachable."""
-    if isinstance(exc, (OSError, TimeoutError, asyncpg.InterfaceError)):
-        return True
-    if isinstance(exc, asyncpg.PostgresError):
-        state = getattr(exc, "sqlstate", "") or ""
-        return state.startswith(("08", "57P", "53"))
-    return False
+def refusal(exc: BaseException) -> ApiError:
+    """What the caller of one write PostgreSQL refused is told: never a 500."""
+    if is_unavailable(exc):
+        return unavailable("the score store is unavailable; nothing was written")
+    if is_bad_data(exc):
+        return invalid("the score store refused this write's values", {"body": "refused"})
+    log.error("write refused by the store: %r", exc)
+    return unavailable("the score store could not take this write", code="store_error")
 
 
 def rows_to_apply(write: Write, record: asyncpg.Record, retention_days: int) -> list[BoardRow]:
@@ -229,7 +230,10 @@ class Writer:
                 for item in batch:
                     await self._process([item])
                 return
-            raise
+            # The one write PostgreSQL refused fails alone, with its own answer.
+            if not batch[0].future.done():
+                batch[0].future.set_exception(refusal(exc))
+            return
         # The Redis apply of this batch overlaps the next batch's commit; applies stay
         # in commit order because each waits for the previous one.
         previous = self._finishing[-1] if self._finishing else None
@@ -374,4 +378,4 @@ class Writer:
             self.index.mark_stale()
 
 
-__all__ = ["ApiError", "Outcome", "Write", "Writer"]
+__all__ = ["ApiError", "Outcome", "Write", "Writer", "is_unavailable", "refusal"]

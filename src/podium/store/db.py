@@ -11,9 +11,40 @@ from importlib import resources
 
 import asyncpg
 
+# SQLSTATE classes of a store that cannot answer now (connection exception, operator
+# intervention such as a shutdown or a cancelled statement, insufficient resources), and
+# transaction conflicts a retry would clear: the client gets 503, never 500.
+_UNAVAILABLE_STATES = ("08", "57", "53", "40001", "40P01", "55P03")
+# Data exception and integrity violation: the item itself is bad (4xx).
+_BAD_DATA_STATES = ("22", "23")
+
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # Any two Podium processes migrating at once take turns on this lock.
 _MIGRATION_LOCK = 0x706F6469756D
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """A failure of the store, not of the request: PostgreSQL down, restarting, unreachable,
+    over a limit, or a pooled connection asyncpg can no longer drive."""
+    if isinstance(exc, (OSError, TimeoutError)):
+        return True
+    if isinstance(exc, asyncpg.InterfaceError):
+        # Client-side encoding errors (DataError) are ValueErrors: bad input, not the store.
+        return not isinstance(exc, ValueError)
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        # asyncpg's protocol state is broken, e.g. an idle connection that received the
+        # backend's FATAL "terminating connection" before its close was seen.
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        return (getattr(exc, "sqlstate", "") or "").startswith(_UNAVAILABLE_STATES)
+    return False
+
+
+def is_bad_data(exc: BaseException) -> bool:
+    """PostgreSQL (or asyncpg's encoder) refused the values themselves."""
+    if isinstance(exc, asyncpg.PostgresError):
+        return (getattr(exc, "sqlstate", "") or "").startswith(_BAD_DATA_STATES)
+    return isinstance(exc, asyncpg.InterfaceError) and isinstance(exc, ValueError)
 
 
 def _check_schema(schema: str) -> str:
