@@ -8,12 +8,26 @@ import uuid
 from datetime import UTC, datetime
 
 import httpx
+import pytest
+from websockets.exceptions import InvalidStatus
 
+from podium.boards import keys
+from podium.boards.model import GameCache
 from podium.boards.scores import payload_hash
 from podium.boards.writer import Write, Writer
 from podium.errors import ApiError
 from tests.boards_helpers import create_game, post_score
-from tests.conftest import Account, RunningApp, register_and_login
+from tests.conftest import (
+    Account,
+    RunningApp,
+    Stores,
+    drop_test_state,
+    make_admin,
+    make_settings,
+    register_and_login,
+    running_app,
+)
+from tests.ws_helpers import open_ws, recv, send
 
 
 async def test_a_nul_action_fails_alone_among_honest_writes(
@@ -105,3 +119,61 @@ async def test_the_writer_fails_a_refused_write_alone(
         player.id,
     )
     assert total == 10
+
+
+def _key_bytes(holder: object) -> int:
+    """Bytes of the string keys in every dict an object holds (whatever it names them)."""
+    return sum(
+        len(key)
+        for value in vars(holder).values()
+        if isinstance(value, dict)
+        for key in value
+        if isinstance(key, str)
+    )
+
+
+async def test_unknown_game_ids_pin_no_memory(stores: Stores) -> None:
+    """Unknown and huge game ids over HTTP writes, WS subscribes and WS handshakes: each
+    is answered 404/422, and the caches stay bounded and hold no huge id."""
+    settings = make_settings(stores, ws_messages_per_second=100_000)
+    huge = "x" * 48_000
+    try:
+        async with (
+            running_app(settings) as app,
+            httpx.AsyncClient(base_url=app.url + "/api/v1", timeout=30) as http,
+        ):
+            assert app.services is not None
+            cache: GameCache = app.services.extras["games"]  # type: ignore[assignment]
+            cache.max_misses = 50
+            admin = await make_admin(app, http)
+            player = await register_and_login(http)
+            game = (await create_game(http, admin))["id"]
+            assert (await post_score(http, player, game, 1)).status_code == 200
+            for i in range(120):
+                r = await post_score(http, player, f"nope-{i}", 1)
+                assert r.status_code == 404, r.text
+            for i in range(20):
+                r = await post_score(http, player, f"{huge}{i}", 1)
+                assert r.status_code == 422, r.text
+            ws = await open_ws(app, "scores", player)
+            try:
+                for i in range(120):
+                    name = f"{huge}{i}" if i % 2 else f"gone-{i}"
+                    await send(ws, {"type": "subscribe", "game": name})
+                    reply = await recv(ws, timeout=10)
+                    assert (reply["type"], reply["code"]) == ("error", "not_found"), reply
+                await send(ws, {"type": "subscribe", "game": game})
+                assert (await recv(ws, timeout=10))["type"] == "subscribed"
+            finally:
+                await ws.close()
+            for name in ("y" * 6000, "missing-game"):
+                with pytest.raises(InvalidStatus) as info:
+                    await open_ws(app, "scoreboard", player, game=name)
+                assert info.value.response.status_code == 404
+            assert _key_bytes(cache) < 10_000
+            assert cache.size <= 1 + 50, cache.size
+            memo = getattr(keys.board_id, "cache_info", None)
+            assert memo is None or memo().currsize < 100
+            assert (await post_score(http, player, game, 2)).status_code == 200
+    finally:
+        await drop_test_state(settings)

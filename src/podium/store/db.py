@@ -47,6 +47,24 @@ def is_bad_data(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.InterfaceError) and isinstance(exc, ValueError)
 
 
+async def fetchrow_retrying(pool: asyncpg.Pool, query: str, *args: object) -> asyncpg.Record | None:
+    """`pool.fetchrow` for an idempotent read, tried once more on a fresh connection when
+    the pooled one turns out broken.
+
+    When PostgreSQL dies, each idle pooled connection receives its backend's FATAL
+    "terminating connection" message; asyncpg parses it as a protocol error and leaves
+    the connection in an error state until it sees the socket close. A checkout in that
+    window fails with InternalClientError ("cannot switch to state 12; another operation
+    (2) is in progress") and the pool then discards the connection (its reset fails), so
+    one retry reaches a fresh connection: an answer if the server is back, else a
+    connection error (503).
+    """
+    try:
+        return await pool.fetchrow(query, *args)
+    except asyncpg.exceptions.InternalClientError:
+        return await pool.fetchrow(query, *args)
+
+
 def _check_schema(schema: str) -> str:
     if not _SCHEMA_RE.match(schema):
         raise ValueError(f"invalid schema name {schema!r}")
