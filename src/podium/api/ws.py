@@ -336,7 +336,9 @@ class Reports(Channel):
         assert self.session is not None
         match request:
             case ReportRequest(start=start, end=end, limit=limit, game=game):
-                report = await top_report(self.services, start, end, limit, game)
+                report = await top_report(
+                    self.services, self.principal, self._client(), start, end, limit, game
+                )
                 self.session.reply(
                     ReportMsg(
                         start=report.start,
@@ -351,7 +353,14 @@ class Reports(Channel):
                 # Seed 001's end is a day of the range (inclusive); ours is exclusive.
                 first = _seed_date("start", start)
                 last = _seed_date("end", end)
-                report = await top_report(self.services, first, last + timedelta(days=1), limit)
+                report = await top_report(
+                    self.services,
+                    self.principal,
+                    self._client(),
+                    first,
+                    last + timedelta(days=1),
+                    limit,
+                )
                 self.session.reply(
                     SeedReport(
                         result=[
@@ -368,6 +377,9 @@ class Reports(Channel):
                 )
             case _:
                 await super().handle(request)
+
+    def _client(self) -> str | None:
+        return self.ws.client.host if self.ws.client else None
 
 
 def _seed_date(name: str, raw: str) -> date:

@@ -28,7 +28,7 @@ import redis.exceptions
 from podium.auth import ratelimit
 from podium.auth.tokens import Principal
 from podium.boards.model import Game, GameCache
-from podium.boards.writer import Outcome, Write, Writer, is_unavailable
+from podium.boards.writer import Outcome, Write, Writer
 from podium.errors import (
     ApiError,
     conflict,
@@ -36,10 +36,10 @@ from podium.errors import (
     invalid,
     not_found,
     rate_limited,
-    unavailable,
 )
 from podium.ops import metrics
 from podium.services import Services
+from podium.store.db import store_errors
 from podium.validation import INT64_MAX, ActionName, HexSignature, Score, Slug, UserId
 
 log = logging.getLogger("podium.scores")
@@ -101,12 +101,8 @@ def sign(key: str, user_id: int, game: str, what: str, event_id: str, ts: int) -
 
 async def _game(services: Services, game_id: str) -> Game:
     cache: GameCache = services.extras["games"]  # type: ignore[assignment]
-    try:
+    with store_errors("the score store is unavailable; nothing was written"):
         game = await cache.get(game_id)
-    except Exception as exc:
-        if is_unavailable(exc):
-            raise unavailable("the score store is unavailable; nothing was written") from None
-        raise
     if game is None:
         raise not_found(f"no game {game_id!r}")
     return game

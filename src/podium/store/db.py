@@ -6,10 +6,14 @@ its own transaction and recorded in `schema_migrations`.
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from importlib import resources
 
 import asyncpg
+
+from podium.errors import ApiError, unavailable
 
 # SQLSTATE classes of a store that cannot answer now (connection exception, operator
 # intervention such as a shutdown or a cancelled statement, insufficient resources), and
@@ -38,6 +42,19 @@ def is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.PostgresError):
         return (getattr(exc, "sqlstate", "") or "").startswith(_UNAVAILABLE_STATES)
     return False
+
+
+@contextlib.contextmanager
+def store_errors(message: str) -> Iterator[None]:
+    """Turn a store failure inside the block into 503 (ApiErrors pass through)."""
+    try:
+        yield
+    except ApiError:
+        raise
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise unavailable(message) from None
+        raise
 
 
 def is_bad_data(exc: BaseException) -> bool:
