@@ -13,7 +13,7 @@ import asyncpg
 import msgspec
 
 from podium import validation
-from podium.store.db import fetchrow_retrying
+from podium.store.db import fetchrow_retrying, is_unavailable
 
 Order = Literal["desc", "asc"]
 Operator = Literal["best", "sum", "last", "decr"]
@@ -162,7 +162,8 @@ class GameCache:
     within the TTL. Order and operator never change, so only bounds may lag.
     Only slug-shaped ids are looked up (anything else is no game, at no cost); found
     games and unknown slugs live in two bounded LRU maps, so no client input pins memory.
-    Concurrent misses of one id share one query.
+    Concurrent misses of one id share one query. With PostgreSQL unreachable a game seen
+    before is served stale rather than failing the read.
     """
 
     def __init__(
@@ -209,7 +210,15 @@ class GameCache:
 
     async def _load(self, game_id: str, now: float) -> Game | None:
         generation = self._generation
-        game = await fetch_game(self.pool, game_id)
+        try:
+            game = await fetch_game(self.pool, game_id)
+        except Exception as exc:
+            stale = self._games.get(game_id)
+            if stale is not None and is_unavailable(exc):
+                # A game's order and operator never change: reads served from Redis may
+                # go on with the last rules seen while PostgreSQL is away.
+                return stale[1]
+            raise
         if generation != self._generation:
             pass
         elif game is None:

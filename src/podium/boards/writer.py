@@ -321,15 +321,37 @@ class Writer:
             [w.client_addr for w in writes],
             [w.credential for w in writes],
         )
-        async with self.pool.acquire() as conn:
+        for attempt in range(2):
             try:
-                # One statement outside an explicit transaction is its own transaction:
-                # it has committed when the result arrives (one round trip).
-                return await conn.fetch(_APPLY_SQL, *args)
+                return await self._apply(args)
             except Exception as exc:
                 if is_unavailable(exc):
                     self._uncertain.update(w.user_id for w in writes)
+                # A pooled connection a dying server left broken fails before it sends
+                # anything (store.db.fetchrow_retrying says why); the pool discards it, and
+                # a replay is harmless anyway (event ids): one more try on a fresh one.
+                if attempt == 0 and isinstance(exc, asyncpg.exceptions.InternalClientError):
+                    continue
                 raise
+        raise AssertionError("unreachable")
+
+    async def _apply(self, args: tuple[list[Any], ...]) -> list[asyncpg.Record]:
+        conn = await self.pool.acquire()
+        try:
+            # One statement outside an explicit transaction is its own transaction:
+            # it has committed when the result arrives (one round trip).
+            records = await conn.fetch(_APPLY_SQL, *args)
+        finally:
+            await self._release(conn)
+        return records
+
+    async def _release(self, conn: asyncpg.Connection) -> None:
+        # The pool resets a connection on release; if that fails it drops the connection
+        # and re-raises, which must not turn a committed batch into an error.
+        try:
+            await self.pool.release(conn)
+        except Exception as exc:
+            log.warning("postgres connection dropped on release: %r", exc)
 
     @staticmethod
     def _outcome(record: asyncpg.Record) -> Outcome:
@@ -374,6 +396,12 @@ class Writer:
         try:
             await load_rows(self.pool, self.scripts, self.retention_days, users, publish=True)
         except Exception as exc:
+            if is_unavailable(exc):
+                # PostgreSQL went away again: try after the next commit. Marking the index
+                # stale here would send every read to the store that is down.
+                self._uncertain.update(users)
+                log.warning("repair of uncertain writes postponed: %s", exc)
+                return
             log.warning("repair of uncertain writes failed; index marked stale: %s", exc)
             self.index.mark_stale()
 
