@@ -141,7 +141,9 @@ def _key_bytes(holder: object) -> int:
 async def test_unknown_game_ids_pin_no_memory(stores: Stores) -> None:
     """Unknown and huge game ids over HTTP writes, WS subscribes and WS handshakes: each
     is answered 404/422, and the caches stay bounded and hold no huge id."""
-    settings = make_settings(stores, ws_messages_per_second=100_000)
+    settings = make_settings(
+        stores, ws_messages_per_second=100_000, writes_per_second_per_user=100_000
+    )
     huge = "x" * 48_000
     try:
         async with (
@@ -270,3 +272,60 @@ async def test_postgres_killed_under_load_never_gives_500(stores: Stores, tmp_pa
         await asyncio.to_thread(pg.stop)
     for kind, seen in statuses.items():
         assert set(seen) <= {200, 429, 503}, (kind, dict(seen))
+
+
+async def test_the_writer_sheds_writes_beyond_its_queue_bound(
+    server: RunningApp, client: httpx.AsyncClient, admin: Account, player: Account
+) -> None:
+    """With the store stalled (a user lock held), writes past `max_pending` are 503 at
+    once instead of queueing without bound; the queued ones commit once it moves."""
+    assert server.services is not None
+    writer: Writer = server.services.extras["writer"]  # type: ignore[assignment]
+    game = (await create_game(client, admin, operator="sum"))["id"]
+    limit, writer.max_pending = writer.max_pending, 3
+    try:
+        async with server.services.pool.acquire() as conn:
+            # podium_apply_scores takes this lock per user before writing.
+            key = f"podium:user:{player.id}"
+            await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", key)
+            try:
+                stuck = asyncio.ensure_future(writer.submit(_write(player.id, game, score=1)))
+                waiting = (
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                )
+                async with asyncio.timeout(10):
+                    # The first batch is in PostgreSQL, waiting for the lock.
+                    while not await server.services.pool.fetchval(waiting):
+                        await asyncio.sleep(0.01)
+                queued = [
+                    asyncio.ensure_future(writer.submit(_write(player.id, game, score=1)))
+                    for _ in range(3)
+                ]
+                async with asyncio.timeout(10):
+                    while len(writer._pending) < 3:
+                        await asyncio.sleep(0)
+                with pytest.raises(ApiError) as shed:
+                    await writer.submit(_write(player.id, game, score=1))
+                assert (shed.value.status, shed.value.code) == (503, "overloaded")
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)
+        outcomes = await asyncio.gather(stuck, *queued)
+        assert [o.status for o in outcomes] == ["ok"] * 4
+    finally:
+        writer.max_pending = limit
+
+
+async def test_writes_to_unknown_games_count_against_the_rate_limit(stores: Stores) -> None:
+    settings = make_settings(stores, writes_per_second_per_user=3)
+    try:
+        async with (
+            running_app(settings) as app,
+            httpx.AsyncClient(base_url=app.url + "/api/v1", timeout=30) as http,
+        ):
+            player = await register_and_login(http)
+            codes = [
+                (await post_score(http, player, f"nope-{i}", 1)).status_code for i in range(12)
+            ]
+            assert set(codes) == {404, 429}, codes
+    finally:
+        await drop_test_state(settings)

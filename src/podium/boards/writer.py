@@ -36,6 +36,9 @@ log = logging.getLogger("podium.writer")
 
 MAX_BATCH = 256
 WINDOW_S = 0.002
+# Writes waiting for a batch: beyond this the store is not keeping up and a caller is
+# told so at once (503) instead of queueing without bound.
+MAX_PENDING = 16 * MAX_BATCH
 RECENT_RANKS = 100_000
 
 _APPLY_SQL = (
@@ -136,6 +139,7 @@ class Writer:
         *,
         max_batch: int = MAX_BATCH,
         window_s: float = WINDOW_S,
+        max_pending: int = MAX_PENDING,
     ) -> None:
         self.pool = pool
         self.scripts = scripts
@@ -143,6 +147,7 @@ class Writer:
         self.retention_days = retention_days
         self.max_batch = max_batch
         self.window_s = window_s
+        self.max_pending = max_pending
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -173,6 +178,8 @@ class Writer:
         """Queue a write and wait until it is committed (and applied to Redis)."""
         if self._closing or self._task is None:
             raise unavailable("the server is shutting down")
+        if len(self._pending) >= self.max_pending:
+            raise unavailable("too many writes are waiting; retry", code="overloaded")
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(write, future))
         self._wake.set()
