@@ -227,10 +227,15 @@ async def _submit(
     services: Services, principal: Principal, body: ScoreIn, client_addr: str
 ) -> ScoreOut:
     event_id = body.event_id
+    # Counted before the game lookup: refused writes (unknown games, bad policy) cost
+    # a caller its allowance too, so they cannot be used to hammer the store.
+    player = principal.kind == "user"
+    counted = principal.user_id if player else body.user_id
+    if counted is not None:
+        await _rate_limit(services, counted, client_addr if player else None)
     game = await _game(services, body.game)
     user_id, kind = _who_and_what(principal, game, body)
     _check_signature(services, game, body, user_id, str(event_id))
-    await _rate_limit(services, user_id, client_addr if principal.kind == "user" else None)
     writer: Writer = services.extras["writer"]  # type: ignore[assignment]
     write = Write(
         event_id=event_id,
