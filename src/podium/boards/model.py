@@ -7,7 +7,7 @@ import collections
 import re
 import time
 from datetime import datetime
-from typing import Literal
+from typing import Literal, TypeVar
 
 import asyncpg
 import msgspec
@@ -15,6 +15,7 @@ import msgspec
 from podium import validation
 from podium.store.db import fetchrow_retrying, is_unavailable
 
+V = TypeVar("V")
 Order = Literal["desc", "asc"]
 Operator = Literal["best", "sum", "last", "decr"]
 Policy = Literal["client", "actions", "authoritative"]
@@ -242,7 +243,7 @@ class GameCache:
         self._misses.pop(game_id, None)
 
 
-def _put(entries: collections.OrderedDict[str, object], key: str, value: object, cap: int) -> None:
+def _put(entries: collections.OrderedDict[str, V], key: str, value: V, cap: int) -> None:
     entries[key] = value
     entries.move_to_end(key)
     while len(entries) > cap:

@@ -24,6 +24,7 @@ import redis.exceptions
 
 from podium.auth import ratelimit
 from podium.auth.tokens import Principal
+from podium.boards.model import GameCache
 from podium.boards.names import usernames
 from podium.errors import invalid, not_found, rate_limited, unavailable
 from podium.services import Services
@@ -165,8 +166,9 @@ async def top_report(
     await _rate_limit(services, who, client_addr)
     direction = "DESC"
     if game is not None:
+        cache: GameCache = services.extras["games"]  # type: ignore[assignment]
         with store_errors("the report store is unavailable"):
-            found = await services.extras["games"].get(game)
+            found = await cache.get(game)
         if found is None:
             raise not_found("no such game")
         direction = "DESC" if found.order == "desc" else "ASC"
