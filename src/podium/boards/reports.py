@@ -122,7 +122,8 @@ async def _fetch(services: Services, query: str, *args: object) -> list[asyncpg.
     timeout_ms = max(1, services.settings.report_timeout_ms)
     slots = report_slots(services)
     try:
-        await asyncio.wait_for(slots.acquire(), timeout_ms / 1000)
+        async with asyncio.timeout(timeout_ms / 1000):
+            await slots.acquire()
     except TimeoutError:
         raise unavailable("too many reports are running; retry", code="reports_busy") from None
     try:

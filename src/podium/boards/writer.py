@@ -328,19 +328,19 @@ class Writer:
             [w.client_addr for w in writes],
             [w.credential for w in writes],
         )
-        for attempt in range(2):
+        try:
             try:
                 return await self._apply(args)
-            except Exception as exc:
-                if is_unavailable(exc):
-                    self._uncertain.update(w.user_id for w in writes)
-                # A pooled connection a dying server left broken fails before it sends
-                # anything (store.db.fetchrow_retrying says why); the pool discards it, and
-                # a replay is harmless anyway (event ids): one more try on a fresh one.
-                if attempt == 0 and isinstance(exc, asyncpg.exceptions.InternalClientError):
-                    continue
-                raise
-        raise AssertionError("unreachable")
+            except asyncpg.exceptions.InternalClientError:
+                # A pooled connection that a dying server left broken fails before it
+                # sends anything (store.db.fetchrow_retrying says why) and the pool drops
+                # it; a replay would be harmless anyway (event ids). Once more, on a
+                # fresh connection.
+                return await self._apply(args)
+        except Exception as exc:
+            if is_unavailable(exc):
+                self._uncertain.update(w.user_id for w in writes)
+            raise
 
     async def _apply(self, args: tuple[list[Any], ...]) -> list[asyncpg.Record]:
         conn = await self.pool.acquire()
