@@ -329,3 +329,24 @@ async def test_writes_to_unknown_games_count_against_the_rate_limit(stores: Stor
             assert set(codes) == {404, 429}, codes
     finally:
         await drop_test_state(settings)
+
+
+async def test_a_redis_that_refuses_commands_does_not_fail_writes(
+    server: RunningApp, client: httpx.AsyncClient, admin: Account, player: Account
+) -> None:
+    """Redis answering errors (here: out of memory) rather than dropping the connection:
+    the rate limit fails open and the durable write is acknowledged, not a 500."""
+    assert server.services is not None
+    redis = server.services.redis
+    game = (await create_game(client, admin))["id"]
+    before = (await redis.config_get("maxmemory"))["maxmemory"]
+    await redis.config_set("maxmemory", 1)
+    try:
+        r = await post_score(client, player, game, 5)
+    finally:
+        await redis.config_set("maxmemory", before)
+    assert r.status_code == 200, r.text
+    total = await server.services.pool.fetchval(
+        "SELECT value FROM board_values WHERE game_id = $1 AND period = 'all'", game
+    )
+    assert total == 5

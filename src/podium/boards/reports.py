@@ -15,22 +15,18 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import logging
 from datetime import UTC, date, datetime, time
 
 import asyncpg
 import msgspec
-import redis.exceptions
 
-from podium.auth import ratelimit
 from podium.auth.tokens import Principal
 from podium.boards.model import GameCache
 from podium.boards.names import usernames
-from podium.errors import invalid, not_found, rate_limited, unavailable
+from podium.boards.scores import enforce_limits
+from podium.errors import invalid, not_found, unavailable
 from podium.services import Services
 from podium.store.db import store_errors
-
-log = logging.getLogger("podium.reports")
 
 MAX_REPORT_LIMIT = 1000
 MAX_RANGE_DAYS = 3660
@@ -98,14 +94,7 @@ async def _rate_limit(services: Services, who: Principal, client_addr: str | Non
         counters.append(
             (keys.rate("report-ip", client_addr), settings.reports_per_minute_per_ip, 60)
         )
-    try:
-        wait = await ratelimit.hit_many(services.redis, counters)
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
-        # Like writes: Redis down does not stop reports (the other bounds still hold).
-        log.warning("report rate limit skipped: redis unavailable")
-        return
-    if wait:
-        raise rate_limited(wait)
+    await enforce_limits(services, counters)
 
 
 def report_slots(services: Services) -> asyncio.Semaphore:

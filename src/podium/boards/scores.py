@@ -154,20 +154,28 @@ def _check_signature(
         raise forbidden("bad signature", code="signature")
 
 
+async def enforce_limits(services: Services, counters: list[tuple[str, int, int]]) -> None:
+    """Count one hit on each (key, limit, window); 429 with Retry-After when over any.
+
+    Fails open when Redis cannot count: Redis down must not stop durable writes (SPEC
+    §10), and the other bounds of a request still hold.
+    """
+    try:
+        wait = await ratelimit.hit_many(services.redis, counters)
+    except (redis.exceptions.RedisError, OSError) as exc:
+        log.warning("rate limit skipped: redis unavailable: %r", exc)
+        return
+    if wait:
+        raise rate_limited(wait)
+
+
 async def _rate_limit(services: Services, user_id: int, client_addr: str | None) -> None:
     """Per user, and per IP for players (a game server writes for many users)."""
     settings, keys = services.settings, services.keys
     counters = [(keys.rate("write", str(user_id)), settings.writes_per_second_per_user, 1)]
     if client_addr is not None:
         counters.append((keys.rate("write-ip", client_addr), settings.writes_per_second_per_ip, 1))
-    try:
-        wait = await ratelimit.hit_many(services.redis, counters)
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
-        # Redis down must not stop durable writes (SPEC §10): the limit fails open.
-        log.warning("rate limit skipped: redis unavailable")
-        return
-    if wait:
-        raise rate_limited(wait)
+    await enforce_limits(services, counters)
 
 
 def payload_hash(game: str, user_id: int, kind: str, score: int | None, action: str | None) -> str:
