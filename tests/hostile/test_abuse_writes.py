@@ -350,3 +350,19 @@ async def test_a_redis_that_refuses_commands_does_not_fail_writes(
         "SELECT value FROM board_values WHERE game_id = $1 AND period = 'all'", game
     )
     assert total == 5
+
+
+async def test_game_lookups_by_a_malformed_id_are_404(
+    client: httpx.AsyncClient, admin: Account
+) -> None:
+    for raw in ("a%00b", "x" * 2000, "%C3%A9t%C3%A9", "GLOBAL%0A"):
+        r = await client.get(f"/games/{raw}", headers=admin.headers)
+        assert r.status_code == 404, (raw[:20], r.text)
+        r = await client.patch(f"/games/{raw}", json={"name": "n"}, headers=admin.headers)
+        assert r.status_code in (404, 422), (raw[:20], r.text)
+        r = await client.get(
+            "/reports/top",
+            params={"start": "2026-01-01", "end": "2026-02-01", "game": raw},
+            headers=admin.headers,
+        )
+        assert r.status_code == 404, (raw[:20], r.text)

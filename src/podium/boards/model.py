@@ -129,6 +129,9 @@ async def insert_game(db: asyncpg.Pool | asyncpg.Connection, game: Game) -> Game
 
 
 async def fetch_game(db: asyncpg.Pool | asyncpg.Connection, game_id: str) -> Game | None:
+    """The game, or None; an id that is not slug-shaped names no game (and no query)."""
+    if not validation.is_slug(game_id):
+        return None
     query = f"SELECT {GAME_COLS} FROM games WHERE id = $1"
     if isinstance(db, asyncpg.Pool):
         row = await fetchrow_retrying(db, query, game_id)
@@ -146,6 +149,8 @@ async def update_game(
     db: asyncpg.Pool | asyncpg.Connection, game_id: str, changes: dict[str, object]
 ) -> Game | None:
     """Set the given columns (names are checked by the caller's fixed whitelist)."""
+    if not validation.is_slug(game_id):
+        return None
     columns = list(changes)
     sets = ", ".join(f"{c} = ${i + 2}" for i, c in enumerate(columns))
     row = await db.fetchrow(

@@ -117,7 +117,8 @@ async def _fetch(services: Services, query: str, *args: object) -> list[asyncpg.
         raise unavailable("too many reports are running; retry", code="reports_busy") from None
     try:
         with store_errors("the report store is unavailable"):
-            async with services.pool.acquire() as conn, conn.transaction(readonly=True):
+            acquire = services.pool.acquire(timeout=timeout_ms / 1000)
+            async with acquire as conn, conn.transaction(readonly=True):
                 # SET LOCAL: the timeout ends with this transaction, not with the connection.
                 await conn.execute(
                     "SELECT set_config('statement_timeout', $1, true)", f"{timeout_ms}ms"
