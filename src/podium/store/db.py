@@ -1,4 +1,5 @@
-"""The PostgreSQL pool and schema migrations.
+"""The PostgreSQL pool, how its failures read (store down -> 503, bad data -> 4xx), and
+schema migrations.
 
 Migrations are ordered `NNN_name.sql` files in `migrations/`, each applied once in
 its own transaction and recorded in `schema_migrations`.
