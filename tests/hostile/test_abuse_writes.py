@@ -366,3 +366,27 @@ async def test_game_lookups_by_a_malformed_id_are_404(
             headers=admin.headers,
         )
         assert r.status_code == 404, (raw[:20], r.text)
+
+
+async def test_out_of_shape_socket_writes_get_their_own_invalid_error(
+    server: RunningApp, client: httpx.AsyncClient, admin: Account, player: Account
+) -> None:
+    game = (await create_game(client, admin))["id"]
+    async with await open_ws(server, "add-score", player) as ws:
+        bad = [
+            {"game": "a\x00b", "score": 1},
+            {"game": game, "score": 1, "action": ""},
+            {"game": game, "score": 2**53},
+        ]
+        for fields in bad:
+            event = str(uuid.uuid4())
+            await send(ws, {"type": "score", "event_id": event, **fields})
+            reply = await recv(ws)
+            assert (reply["type"], reply["code"], reply["event_id"]) == (
+                "error",
+                "invalid",
+                event,
+            ), (fields, reply)
+        event = str(uuid.uuid4())
+        await send(ws, {"type": "score", "game": game, "event_id": event, "score": 3})
+        assert (await recv(ws))["type"] == "ack"
