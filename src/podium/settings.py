@@ -51,6 +51,11 @@ class Settings(msgspec.Struct, kw_only=True):
     registrations_per_minute: int = 30
     writes_per_second_per_user: int = 50
     writes_per_second_per_ip: int = 500
+    # Reports (boards/reports.py): their cost bounds.
+    reports_per_minute_per_user: int = 30
+    reports_per_minute_per_ip: int = 120
+    report_concurrency: int = 4
+    report_timeout_ms: int = 10_000
     # WebSocket limits (docs/protocol.md): per user on one instance, per socket.
     ws_max_sockets_per_user: int = 20
     ws_messages_per_second: int = 20
@@ -92,6 +97,10 @@ _INT_FIELDS = {
     "REGISTRATIONS_PER_MINUTE": "registrations_per_minute",
     "WRITES_PER_SECOND_PER_USER": "writes_per_second_per_user",
     "WRITES_PER_SECOND_PER_IP": "writes_per_second_per_ip",
+    "REPORTS_PER_MINUTE_PER_USER": "reports_per_minute_per_user",
+    "REPORTS_PER_MINUTE_PER_IP": "reports_per_minute_per_ip",
+    "REPORT_CONCURRENCY": "report_concurrency",
+    "REPORT_TIMEOUT_MS": "report_timeout_ms",
     "WS_MAX_SOCKETS_PER_USER": "ws_max_sockets_per_user",
     "WS_MESSAGES_PER_SECOND": "ws_messages_per_second",
     "WS_MAX_SUBSCRIPTIONS": "ws_max_subscriptions",

@@ -39,10 +39,10 @@ def _required_date(request: Request, name: str) -> date:
         "format": Param(Literal["json", "csv"], "json (default) or csv"),
     },
     auth=True,
-    errors=(404, 422),
+    errors=(404, 422, 429, 503),
 )
 async def top(request: Request) -> Response:
-    await require_principal(request)
+    principal = await require_principal(request)
     fmt = request.query_params.get("format", "json")
     if fmt not in ("json", "csv"):
         raise invalid("unknown format", {"format": "json or csv"})
@@ -52,6 +52,8 @@ async def top(request: Request) -> Response:
         raise invalid("limit must be an integer", {"limit": "an integer"}) from None
     report = await top_report(
         request.app.state.podium,
+        principal,
+        request.client.host if request.client else None,
         _required_date(request, "start"),
         _required_date(request, "end"),
         limit,

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from podium.api.responses import JSON, read_json
+from podium.api.responses import JSON, read_json, validation_details
 from podium.api.spec import spec
 from podium.auth.guards import require_principal
 from podium.boards.scores import ScoreIn, ScoreOut, submit_score
+from podium.errors import ApiError, invalid
+from podium.ops import metrics
 from podium.services import Services
+
+
+def score_in(message: msgspec.Struct) -> ScoreIn:
+    """A WebSocket `score` message as a ScoreIn, refused (422) like an HTTP body."""
+    try:
+        return msgspec.convert(msgspec.structs.asdict(message), ScoreIn)
+    except msgspec.ValidationError as exc:
+        metrics.WRITES.labels("refused").inc()
+        raise invalid("score message is invalid", validation_details(str(exc))) from None
 
 
 @spec(
@@ -20,7 +32,7 @@ from podium.services import Services
     response=ScoreOut,
     example={"game": "chess", "event_id": "5f0c6a1e-8d4b-4a37-9a51-2f1d3c0b7e11", "score": 1200},
     auth=True,
-    errors=(403, 404, 409, 429, 503),
+    errors=(403, 404, 409, 422, 429, 503),
     description=(
         "`event_id` (a client-made UUID) makes the write idempotent: the same id again "
         "returns the first result; the same id with another payload is 409. Players "
@@ -31,7 +43,11 @@ from podium.services import Services
 async def post_score(request: Request) -> Response:
     principal = await require_principal(request)
     services: Services = request.app.state.podium
-    body = await read_json(request, ScoreIn, services.settings.max_body_bytes)
+    try:
+        body = await read_json(request, ScoreIn, services.settings.max_body_bytes)
+    except ApiError:
+        metrics.WRITES.labels("refused").inc()
+        raise
     client = request.client.host if request.client else "unknown"
     return JSON(await submit_score(services, principal, body, client))
 

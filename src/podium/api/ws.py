@@ -14,7 +14,6 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-import msgspec
 from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -292,11 +291,12 @@ class AddScore(Channel):
         task.add_done_callback(self.tasks.discard)
 
     async def _write(self, request: SubmitScore) -> None:
-        from podium.boards.scores import ScoreIn, submit_score
+        from podium.api.scores import score_in
+        from podium.boards.scores import submit_score
 
         session = self.session
         try:
-            body = msgspec.convert(msgspec.structs.asdict(request), ScoreIn, from_attributes=False)
+            body = score_in(request)
             client = self.ws.client.host if self.ws.client else "unknown"
             out = await submit_score(self.services, session.principal, body, client)
             session.reply(
@@ -338,7 +338,9 @@ class Reports(Channel):
         assert self.session is not None
         match request:
             case ReportRequest(start=start, end=end, limit=limit, game=game):
-                report = await top_report(self.services, start, end, limit, game)
+                report = await top_report(
+                    self.services, self.principal, self._client(), start, end, limit, game
+                )
                 self.session.reply(
                     ReportMsg(
                         start=report.start,
@@ -353,7 +355,14 @@ class Reports(Channel):
                 # Seed 001's end is a day of the range (inclusive); ours is exclusive.
                 first = _seed_date("start", start)
                 last = _seed_date("end", end)
-                report = await top_report(self.services, first, last + timedelta(days=1), limit)
+                report = await top_report(
+                    self.services,
+                    self.principal,
+                    self._client(),
+                    first,
+                    last + timedelta(days=1),
+                    limit,
+                )
                 self.session.reply(
                     SeedReport(
                         result=[
@@ -370,6 +379,9 @@ class Reports(Channel):
                 )
             case _:
                 await super().handle(request)
+
+    def _client(self) -> str | None:
+        return self.ws.client.host if self.ws.client else None
 
 
 def _seed_date(name: str, raw: str) -> date:

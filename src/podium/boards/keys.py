@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import date
-from functools import lru_cache
 
 from podium.boards.periods import Period
 
@@ -11,7 +10,8 @@ GLOBAL = "global"
 MEMBER_SEQ_WIDTH = 15
 
 
-@lru_cache(maxsize=65536)  # rebuilds and batches name the same few boards again and again
+# Not memoised: callers pass client-named games before they are known to exist, and a
+# cache keyed by them would let unknown ids pin memory; formatting costs less than a lookup.
 def board_id(game: str, period: Period, start: date) -> str:
     return f"{game}:{period}:{start.isoformat()}"
 

@@ -7,15 +7,19 @@ from collections.abc import Iterable
 
 from redis.exceptions import RedisError
 
-from podium.boards.writer import is_unavailable
 from podium.ops import metrics
 from podium.services import Services
+from podium.store.db import is_unavailable
 
 log = logging.getLogger("podium.names")
 
 
 async def usernames(services: Services, user_ids: Iterable[int]) -> dict[int, str]:
-    """Names for `user_ids`; one HMGET, and one query for the misses only."""
+    """Names for `user_ids`; one HMGET, and one query for the misses only.
+
+    With PostgreSQL unreachable the misses are left out (callers show `user{id}`): a
+    read served from Redis keeps working while the system of record is down.
+    """
     ids = list(dict.fromkeys(user_ids))
     if not ids:
         return {}
@@ -41,6 +45,8 @@ async def usernames(services: Services, user_ids: Iterable[int]) -> dict[int, st
         except Exception as exc:
             if not is_unavailable(exc):
                 raise
+            metrics.POSTGRES_ERRORS.inc()
+            log.warning("names lookup skipped: postgres unavailable")
             return names  # PostgreSQL down: reads go on from Redis, misses unnamed
         found = {r["id"]: r["username"] for r in rows}
         names.update(found)

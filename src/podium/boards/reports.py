@@ -3,19 +3,30 @@
 A player's value in the range follows the game's operator over the range's writes
 only (best of, sum of, last of, minus sum of); across games it is the sum over the
 `desc` games, like the global board.
+
+A report may scan years of the log, so each has a cost bound: a per-user and per-IP
+rate limit (429), at most `report_concurrency` running per process (the writer's pool
+always keeps connections for writes; a report that finds no slot in time is 503
+`reports_busy`), and a server-side statement timeout (503 `report_timeout`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from datetime import UTC, date, datetime, time
 
+import asyncpg
 import msgspec
 
+from podium.auth.tokens import Principal
+from podium.boards.model import GameCache
 from podium.boards.names import usernames
-from podium.errors import invalid, not_found
+from podium.boards.scores import enforce_limits
+from podium.errors import invalid, not_found, unavailable
 from podium.services import Services
+from podium.store.db import store_errors
 
 MAX_REPORT_LIMIT = 1000
 MAX_RANGE_DAYS = 3660
@@ -75,10 +86,65 @@ def _midnight(day: date) -> datetime:
     return datetime.combine(day, time.min, UTC)
 
 
+async def _rate_limit(services: Services, who: Principal, client_addr: str | None) -> None:
+    settings, keys = services.settings, services.keys
+    caller = str(who.user_id) if who.user_id is not None else f"svc:{who.credential}"
+    counters = [(keys.rate("report", caller), settings.reports_per_minute_per_user, 60)]
+    if client_addr is not None:
+        counters.append(
+            (keys.rate("report-ip", client_addr), settings.reports_per_minute_per_ip, 60)
+        )
+    await enforce_limits(services, counters)
+
+
+def report_slots(services: Services) -> asyncio.Semaphore:
+    """The process's report slots (`report_concurrency`), made on first use."""
+    slots = services.extras.get("report_slots")
+    if not isinstance(slots, asyncio.Semaphore):
+        slots = asyncio.Semaphore(max(1, services.settings.report_concurrency))
+        services.extras["report_slots"] = slots
+    return slots
+
+
+async def _fetch(services: Services, query: str, *args: object) -> list[asyncpg.Record]:
+    """Run the report query in a slot, under the statement timeout."""
+    timeout_ms = max(1, services.settings.report_timeout_ms)
+    slots = report_slots(services)
+    try:
+        async with asyncio.timeout(timeout_ms / 1000):
+            await slots.acquire()
+    except TimeoutError:
+        raise unavailable("too many reports are running; retry", code="reports_busy") from None
+    try:
+        with store_errors("the report store is unavailable"):
+            acquire = services.pool.acquire(timeout=timeout_ms / 1000)
+            async with acquire as conn, conn.transaction(readonly=True):
+                # SET LOCAL: the timeout ends with this transaction, not with the connection.
+                await conn.execute(
+                    "SELECT set_config('statement_timeout', $1, true)", f"{timeout_ms}ms"
+                )
+                try:
+                    return await conn.fetch(query, *args)
+                except asyncpg.QueryCanceledError:
+                    raise unavailable(
+                        f"the report took over {timeout_ms} ms; ask for a shorter range",
+                        code="report_timeout",
+                    ) from None
+    finally:
+        slots.release()
+
+
 async def top_report(
-    services: Services, start: date, end: date, limit: int = 10, game: str | None = None
+    services: Services,
+    who: Principal,
+    client_addr: str | None,
+    start: date,
+    end: date,
+    limit: int = 10,
+    game: str | None = None,
 ) -> Report:
-    """The top `limit` players of [start, end) (UTC dates, end exclusive)."""
+    """The top `limit` players of [start, end) (UTC dates, end exclusive), for `who`
+    (rate limited per caller, and per `client_addr` when given)."""
     errors = {}
     if end <= start:
         errors["end"] = "must be after start (end is exclusive)"
@@ -88,14 +154,22 @@ async def top_report(
         errors["limit"] = f"1..{MAX_REPORT_LIMIT}"
     if errors:
         raise invalid("report range is invalid", errors)
+    await _rate_limit(services, who, client_addr)
     direction = "DESC"
     if game is not None:
-        found = await services.extras["games"].get(game)
+        cache: GameCache = services.extras["games"]  # type: ignore[assignment]
+        with store_errors("the report store is unavailable"):
+            found = await cache.get(game)
         if found is None:
-            raise not_found(f"no game {game!r}")
+            raise not_found("no such game")
         direction = "DESC" if found.order == "desc" else "ASC"
-    rows = await services.pool.fetch(
-        _PER_GAME.format(direction=direction), _midnight(start), _midnight(end), game, limit
+    rows = await _fetch(
+        services,
+        _PER_GAME.format(direction=direction),
+        _midnight(start),
+        _midnight(end),
+        game,
+        limit,
     )
     names = await usernames(services, [r["user_id"] for r in rows])
     result = [

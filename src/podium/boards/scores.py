@@ -20,14 +20,15 @@ import logging
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Annotated
 
 import msgspec
 import redis.exceptions
 
 from podium.auth import ratelimit
 from podium.auth.tokens import Principal
-from podium.boards.model import MAX_ABS_SCORE, Game, GameCache
-from podium.boards.writer import Outcome, Write, Writer, is_unavailable
+from podium.boards.model import Game, GameCache
+from podium.boards.writer import Outcome, Write, Writer
 from podium.errors import (
     ApiError,
     conflict,
@@ -35,24 +36,32 @@ from podium.errors import (
     invalid,
     not_found,
     rate_limited,
-    unavailable,
 )
 from podium.ops import metrics
 from podium.services import Services
+from podium.store.db import store_errors
+from podium.validation import INT64_MAX, ActionName, HexSignature, Score, Slug, UserId
 
 log = logging.getLogger("podium.scores")
 
 SIGNATURE_MAX_AGE_S = 60
 
 
+# Unix seconds; bounded so the freshness check never meets an int wider than a bigint.
+UnixSeconds = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
+
+
 class ScoreIn(msgspec.Struct, forbid_unknown_fields=True):
-    game: str
-    event_id: str
-    score: int | None = None
-    action: str | None = None
-    user_id: int | None = None
-    ts: int | None = None
-    signature: str | None = None
+    """A score write as a client sends it; the decoder refuses any value out of shape
+    (an empty `action` is out of shape, not "absent"), before any cache or store sees it."""
+
+    game: Slug
+    event_id: uuid.UUID
+    score: Score | None = None
+    action: ActionName | None = None
+    user_id: UserId | None = None
+    ts: UnixSeconds | None = None
+    signature: HexSignature | None = None
 
 
 class ScoreOut(msgspec.Struct):
@@ -92,12 +101,8 @@ def sign(key: str, user_id: int, game: str, what: str, event_id: str, ts: int) -
 
 async def _game(services: Services, game_id: str) -> Game:
     cache: GameCache = services.extras["games"]  # type: ignore[assignment]
-    try:
+    with store_errors("the score store is unavailable; nothing was written"):
         game = await cache.get(game_id)
-    except Exception as exc:
-        if is_unavailable(exc):
-            raise unavailable("the score store is unavailable; nothing was written") from None
-        raise
     if game is None:
         raise not_found(f"no game {game_id!r}")
     return game
@@ -149,20 +154,28 @@ def _check_signature(
         raise forbidden("bad signature", code="signature")
 
 
+async def enforce_limits(services: Services, counters: list[tuple[str, int, int]]) -> None:
+    """Count one hit on each (key, limit, window); 429 with Retry-After when over any.
+
+    Fails open when Redis cannot count: Redis down must not stop durable writes (SPEC
+    §10), and the other bounds of a request still hold.
+    """
+    try:
+        wait = await ratelimit.hit_many(services.redis, counters)
+    except (redis.exceptions.RedisError, OSError) as exc:
+        log.warning("rate limit skipped: redis unavailable: %r", exc)
+        return
+    if wait:
+        raise rate_limited(wait)
+
+
 async def _rate_limit(services: Services, user_id: int, client_addr: str | None) -> None:
     """Per user, and per IP for players (a game server writes for many users)."""
     settings, keys = services.settings, services.keys
     counters = [(keys.rate("write", str(user_id)), settings.writes_per_second_per_user, 1)]
     if client_addr is not None:
         counters.append((keys.rate("write-ip", client_addr), settings.writes_per_second_per_ip, 1))
-    try:
-        wait = await ratelimit.hit_many(services.redis, counters)
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
-        # Redis down must not stop durable writes (SPEC §10): the limit fails open.
-        log.warning("rate limit skipped: redis unavailable")
-        return
-    if wait:
-        raise rate_limited(wait)
+    await enforce_limits(services, counters)
 
 
 def payload_hash(game: str, user_id: int, kind: str, score: int | None, action: str | None) -> str:
@@ -221,16 +234,16 @@ async def submit_score(
 async def _submit(
     services: Services, principal: Principal, body: ScoreIn, client_addr: str
 ) -> ScoreOut:
-    try:
-        event_id = uuid.UUID(body.event_id)
-    except ValueError:
-        raise invalid("event_id must be a UUID", {"event_id": "not a UUID"}) from None
-    if body.score is not None and abs(body.score) > MAX_ABS_SCORE:
-        raise invalid("|score| must be at most 2^53 - 1", {"score": "too large"})
+    event_id = body.event_id
+    # Counted before the game lookup: refused writes (unknown games, bad policy) cost
+    # a caller its allowance too, so they cannot be used to hammer the store.
+    player = principal.kind == "user"
+    counted = principal.user_id if player else body.user_id
+    if counted is not None:
+        await _rate_limit(services, counted, client_addr if player else None)
     game = await _game(services, body.game)
     user_id, kind = _who_and_what(principal, game, body)
     _check_signature(services, game, body, user_id, str(event_id))
-    await _rate_limit(services, user_id, client_addr if principal.kind == "user" else None)
     writer: Writer = services.extras["writer"]  # type: ignore[assignment]
     write = Write(
         event_id=event_id,

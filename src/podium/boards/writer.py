@@ -28,13 +28,17 @@ import msgspec
 from podium.boards.keys import GLOBAL, board_id
 from podium.boards.periods import EPOCH, starts_for
 from podium.boards.scripts import ApplyEvent, BoardRow, Scripts, set_row
-from podium.errors import ApiError, unavailable
+from podium.errors import ApiError, invalid, unavailable
 from podium.ops import metrics
+from podium.store.db import is_bad_data, is_unavailable
 
 log = logging.getLogger("podium.writer")
 
 MAX_BATCH = 256
 WINDOW_S = 0.002
+# Writes waiting for a batch: beyond this the store is not keeping up and a caller is
+# told so at once (503) instead of queueing without bound.
+MAX_PENDING = 16 * MAX_BATCH
 RECENT_RANKS = 100_000
 
 _APPLY_SQL = (
@@ -72,14 +76,14 @@ class Outcome(msgspec.Struct, kw_only=True):
     previous_rank: int | None = None
 
 
-def is_unavailable(exc: BaseException) -> bool:
-    """A connection-level failure: PostgreSQL is down, restarting or unreachable."""
-    if isinstance(exc, (OSError, TimeoutError, asyncpg.InterfaceError)):
-        return True
-    if isinstance(exc, asyncpg.PostgresError):
-        state = getattr(exc, "sqlstate", "") or ""
-        return state.startswith(("08", "57P", "53"))
-    return False
+def refusal(exc: BaseException) -> ApiError:
+    """What the caller of one write PostgreSQL refused is told: never a 500."""
+    if is_unavailable(exc):
+        return unavailable("the score store is unavailable; nothing was written")
+    if is_bad_data(exc):
+        return invalid("the score store refused this write's values", {"body": "refused"})
+    log.error("write refused by the store: %r", exc)
+    return unavailable("the score store could not take this write", code="store_error")
 
 
 def rows_to_apply(write: Write, record: asyncpg.Record, retention_days: int) -> list[BoardRow]:
@@ -135,6 +139,7 @@ class Writer:
         *,
         max_batch: int = MAX_BATCH,
         window_s: float = WINDOW_S,
+        max_pending: int = MAX_PENDING,
     ) -> None:
         self.pool = pool
         self.scripts = scripts
@@ -142,6 +147,7 @@ class Writer:
         self.retention_days = retention_days
         self.max_batch = max_batch
         self.window_s = window_s
+        self.max_pending = max_pending
         self._pending: list[_Pending] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -172,6 +178,8 @@ class Writer:
         """Queue a write and wait until it is committed (and applied to Redis)."""
         if self._closing or self._task is None:
             raise unavailable("the server is shutting down")
+        if len(self._pending) >= self.max_pending:
+            raise unavailable("too many writes are waiting; retry", code="overloaded")
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(write, future))
         self._wake.set()
@@ -229,7 +237,10 @@ class Writer:
                 for item in batch:
                     await self._process([item])
                 return
-            raise
+            # The one write PostgreSQL refused fails alone, with its own answer.
+            if not batch[0].future.done():
+                batch[0].future.set_exception(refusal(exc))
+            return
         # The Redis apply of this batch overlaps the next batch's commit; applies stay
         # in commit order because each waits for the previous one.
         previous = self._finishing[-1] if self._finishing else None
@@ -317,15 +328,37 @@ class Writer:
             [w.client_addr for w in writes],
             [w.credential for w in writes],
         )
-        async with self.pool.acquire() as conn:
+        try:
             try:
-                # One statement outside an explicit transaction is its own transaction:
-                # it has committed when the result arrives (one round trip).
-                return await conn.fetch(_APPLY_SQL, *args)
-            except Exception as exc:
-                if is_unavailable(exc):
-                    self._uncertain.update(w.user_id for w in writes)
-                raise
+                return await self._apply(args)
+            except asyncpg.exceptions.InternalClientError:
+                # A pooled connection that a dying server left broken fails before it
+                # sends anything (store.db.fetchrow_retrying says why) and the pool drops
+                # it; a replay would be harmless anyway (event ids). Once more, on a
+                # fresh connection.
+                return await self._apply(args)
+        except Exception as exc:
+            if is_unavailable(exc):
+                self._uncertain.update(w.user_id for w in writes)
+            raise
+
+    async def _apply(self, args: tuple[list[Any], ...]) -> list[asyncpg.Record]:
+        conn = await self.pool.acquire()
+        try:
+            # One statement outside an explicit transaction is its own transaction:
+            # it has committed when the result arrives (one round trip).
+            records = await conn.fetch(_APPLY_SQL, *args)
+        finally:
+            await self._release(conn)
+        return records
+
+    async def _release(self, conn: asyncpg.Connection) -> None:
+        # The pool resets a connection on release; if that fails it drops the connection
+        # and re-raises, which must not turn a committed batch into an error.
+        try:
+            await self.pool.release(conn)
+        except Exception as exc:
+            log.warning("postgres connection dropped on release: %r", exc)
 
     @staticmethod
     def _outcome(record: asyncpg.Record) -> Outcome:
@@ -370,8 +403,14 @@ class Writer:
         try:
             await load_rows(self.pool, self.scripts, self.retention_days, users, publish=True)
         except Exception as exc:
+            if is_unavailable(exc):
+                # PostgreSQL went away again: try after the next commit. Marking the index
+                # stale here would send every read to the store that is down.
+                self._uncertain.update(users)
+                log.warning("repair of uncertain writes postponed: %s", exc)
+                return
             log.warning("repair of uncertain writes failed; index marked stale: %s", exc)
             self.index.mark_stale()
 
 
-__all__ = ["ApiError", "Outcome", "Write", "Writer"]
+__all__ = ["ApiError", "Outcome", "Write", "Writer", "is_unavailable", "refusal"]
