@@ -19,9 +19,9 @@ from podium.api.spec import Param, shape, spec
 from podium.auth.guards import require_admin, require_principal
 from podium.boards import model
 from podium.boards.model import MAX_ABS_SCORE, Game, GameCache, Operator, Order, Policy
-from podium.boards.writer import is_unavailable
 from podium.errors import conflict, invalid, not_found, unavailable
 from podium.services import Services
+from podium.store.db import is_unavailable
 
 ACTION_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 UNSET = msgspec.UNSET

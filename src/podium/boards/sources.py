@@ -18,10 +18,10 @@ from redis.exceptions import RedisError
 
 from podium.boards.keys import BoardKeys, board_id, from_zscore, parse_member
 from podium.boards.periods import Period
-from podium.boards.writer import is_unavailable
 from podium.errors import ApiError, unavailable
 from podium.ops import metrics
 from podium.services import Services
+from podium.store.db import is_unavailable
 
 _RANKS_LUA = (resources.files("podium.boards") / "lua" / "ranks.lua").read_text()
 

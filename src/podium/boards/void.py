@@ -8,9 +8,9 @@ import msgspec
 
 from podium.boards.keys import GLOBAL, board_id
 from podium.boards.scripts import ApplyEvent, BoardRow, Scripts, expire_at
-from podium.boards.writer import is_unavailable
 from podium.errors import not_found, unavailable
 from podium.services import Services
+from podium.store.db import is_unavailable
 from podium.validation import INT64_MAX
 
 log = logging.getLogger("podium.void")
