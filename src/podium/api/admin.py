@@ -6,20 +6,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from podium.api.responses import JSON
+from podium.api.responses import JSON, read_path
 from podium.api.spec import Param, spec
 from podium.auth.guards import require_admin
 from podium.boards.scripts import Scripts
 from podium.boards.void import VoidOut, void_user
-from podium.errors import not_found
 from podium.services import Services
+from podium.validation import UserId
+
+USER = {"user_id": Param(UserId, "the user to void")}
 
 
 @spec(
     summary="Void a user's scores (cheater): every board recomputes",
     tag="admin",
     response=VoidOut,
-    path={"user_id": Param(int, "the user to void")},
+    path=USER,
     auth=True,
     errors=(403, 404, 503),
 )
@@ -27,10 +29,7 @@ async def void(request: Request) -> Response:
     """Void a user: their events stay in the log, marked void; they leave every board."""
     await require_admin(request)
     services: Services = request.app.state.podium
-    try:
-        user_id = int(request.path_params["user_id"])
-    except ValueError:
-        raise not_found("no such user") from None
+    user_id = read_path(request, USER)["user_id"]
     scripts: Scripts = services.extras["scripts"]  # type: ignore[assignment]
     return JSON(await void_user(services, scripts, user_id))
 

@@ -23,6 +23,7 @@ from podium.ops import metrics
 from podium.services import Services
 
 MAX_LIMIT = 200
+MAX_RADIUS = 50
 _RANKS_LUA = (resources.files("podium.boards") / "lua" / "ranks.lua").read_text()
 
 
@@ -404,8 +405,8 @@ async def around(
     at: date | None = None,
 ) -> Page:
     """The user and up to `radius` neighbours above and below, clipped at the ends."""
-    if not 0 <= radius <= 50:
-        raise invalid("radius out of range", {"radius": "0..50"})
+    if not 0 <= radius <= MAX_RADIUS:
+        raise invalid("radius out of range", {"radius": f"0..{MAX_RADIUS}"})
     board = await resolve_board(services, game, period, at)
     total, ranks = await board_ranks(services, board, [user_id])
     rank = ranks[user_id][0]

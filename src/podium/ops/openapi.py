@@ -145,6 +145,10 @@ def to_openapi30(node: Any) -> Any:
 
 
 def _param(name: str, where: str, param: Param, schema: dict[str, Any]) -> dict[str, Any]:
+    if param.default is not None:
+        # No siblings beside a $ref in 3.0: wrap it.
+        base = {"allOf": [schema]} if "$ref" in schema else schema
+        schema = {**base, "default": msgspec.to_builtins(param.default)}
     out: dict[str, Any] = {
         "name": name,
         "in": where,
