@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from tests.boards_helpers import create_game, post_score
-from tests.conftest import Account, RunningApp
+from tests.conftest import Account, RunningApp, Stores, drop_test_state, make_settings, running_app
 
 WIDE = "99999999999999999999"  # wider than int64
 INT64_PLUS_ONE = str(2**63)
@@ -122,3 +122,34 @@ async def test_a_wild_game_id_in_a_path_is_no_such_game(
         for url in (f"/games/{raw}", f"/games/{raw}/actions", f"/leaderboards/{raw}"):
             r = await client.get(url, headers=admin.headers)
             assert r.status_code == 404, (url, r.status_code, r.text)
+
+
+async def test_options_and_405_list_every_method_of_the_path(stores: Stores) -> None:
+    origin = "https://app.example"
+    async with running_app(make_settings(stores, cors_origins=(origin,))) as app:
+        async with httpx.AsyncClient(base_url=app.url, timeout=10) as http:
+            for path, methods in [
+                ("/api/v1/games", {"GET", "HEAD", "POST"}),
+                ("/api/v1/games/chess", {"GET", "HEAD", "PATCH"}),
+                ("/healthz", {"GET", "HEAD"}),
+            ]:
+                r = await http.options(path)
+                assert r.status_code == 204, (path, r.status_code, r.text)
+                assert _allow(r) == methods | {"OPTIONS"}, (path, r.headers)
+                r = await http.delete(path)
+                assert r.status_code == 405, (path, r.text)
+                assert r.json()["error"]["code"] == "method_not_allowed"
+                assert _allow(r) == methods | {"OPTIONS"}, (path, r.headers)
+            # A CORS preflight from an allowed origin is CORSMiddleware's answer.
+            r = await http.options(
+                "/api/v1/games",
+                headers={"Origin": origin, "Access-Control-Request-Method": "PATCH"},
+            )
+            assert r.status_code == 200, r.text
+            assert r.headers["access-control-allow-origin"] == origin
+            assert "PATCH" in r.headers["access-control-allow-methods"]
+    await drop_test_state(app.settings)
+
+
+def _allow(response: httpx.Response) -> set[str]:
+    return {m.strip() for m in response.headers.get("allow", "").split(",") if m.strip()}

@@ -242,7 +242,10 @@ def build(routes: Iterable[BaseRoute], title: str = "Podium") -> dict[str, Any]:
             "description": (
                 "Realtime leaderboards. HTTP API under `/api/v1`; live boards over "
                 "WebSocket under `/ws/v1/` (see docs/protocol.md). Every error has the "
-                'body `{"error": {"code", "message", "details"}}`.'
+                'body `{"error": {"code", "message", "details"}}`. `OPTIONS` on any path '
+                "answers 204 with an `Allow` header listing the path's methods, and a "
+                "method the path lacks is 405 with the same `Allow`; a CORS preflight "
+                "from an allowed origin gets the CORS headers instead."
             ),
         },
         # The API first, then the operators' and the page's routes.
