@@ -153,3 +153,17 @@ async def test_options_and_405_list_every_method_of_the_path(stores: Stores) -> 
 
 def _allow(response: httpx.Response) -> set[str]:
     return {m.strip() for m in response.headers.get("allow", "").split(",") if m.strip()}
+
+
+async def test_a_deeply_nested_body_is_400_not_500(
+    client: httpx.AsyncClient, admin: Account
+) -> None:
+    depth = 5_000  # 25 KB: under the body limit
+    nested = '{"a":' * depth + "1" + "}" * depth
+    for path in ("/games", "/auth/login", "/scores"):
+        r = await client.post(
+            path, content=nested, headers={**admin.headers, "content-type": "application/json"}
+        )
+        assert r.status_code == 400, (path, r.status_code, r.text)
+    r = await client.get("/games", headers=admin.headers)
+    assert r.status_code == 200

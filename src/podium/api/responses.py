@@ -44,6 +44,9 @@ def decode_json(data: bytes, type_: type[T]) -> T:
         raw = msgspec.json.decode(data)
     except msgspec.DecodeError:
         raise bad_request("request body is not valid JSON") from None
+    except RecursionError:
+        # msgspec recurses per nesting level: a small body can nest deeper than the stack.
+        raise bad_request("request body nests too deeply") from None
     try:
         return msgspec.convert(raw, type_)
     except msgspec.ValidationError as exc:
