@@ -91,6 +91,9 @@ MAX_PAGE_LIMIT = 200
 MAX_OFFSET = 1_000_000
 PageLimit = Annotated[int, msgspec.Meta(ge=1, le=MAX_PAGE_LIMIT)]
 PageOffset = Annotated[int, msgspec.Meta(ge=0, le=MAX_OFFSET)]
+# A report's rows, over HTTP and WebSocket.
+MAX_REPORT_LIMIT = 1000
+ReportLimit = Annotated[int, msgspec.Meta(ge=1, le=MAX_REPORT_LIMIT)]
 
 
 def is_slug(value: str) -> bool:

@@ -308,6 +308,9 @@ class AddScore(Channel):
             )
         except ApiError as exc:
             session.reply(error_of(exc, request.event_id))
+        except msgspec.ValidationError as exc:
+            # ScoreIn may be stricter than SubmitScore: that is this message's fault, not ours.
+            session.reply(Error(code="invalid", message=str(exc), event_id=request.event_id))
         except Exception:
             log.exception("websocket score write failed")
             session.reply(

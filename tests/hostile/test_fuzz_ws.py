@@ -1,0 +1,369 @@
+"""Fuzz of the five WebSocket endpoints: messages drawn from the protocol Structs.
+
+For each endpoint, hypothesis draws batches of client messages from the Structs'
+own shapes (valid-shaped, one field mutated to a hostile value, an unknown field, a
+required one missing) mixed with raw garbage (binary, invalid UTF-8, deep nesting,
+wrong JSON types, junk text). Each batch goes to a socket that also holds an honest
+subscription. Every reply must be a documented server message; the only close allowed
+is 1007 after invalid UTF-8 (the WebSocket layer's own answer); after the batch the
+honest subscription must still get its push. The server stays ready throughout.
+CI draws a few batches per endpoint; PODIUM_FUZZ_EXAMPLES=500 draws many more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import msgspec
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from podium import protocol
+from podium.errors import CLOSE_CODES, WS_BAD_UTF8, WS_TOO_BIG
+from podium.validation import TEXT_PATTERN
+from tests.boards_helpers import create_game, post_score
+from tests.conftest import (
+    Account,
+    RunningApp,
+    Stores,
+    drop_test_state,
+    make_admin,
+    make_settings,
+    register_and_login,
+    running_app,
+)
+from tests.ws_helpers import open_ws, recv_until
+
+EXAMPLES = int(os.environ.get("PODIUM_FUZZ_EXAMPLES", "8"))
+HONEST_LIMIT = 7  # the honest page's limit; the fuzz never unsubscribes that key
+
+# --- strategies from the Structs ---------------------------------------------------------
+
+HOSTILE: st.SearchStrategy[Any] = st.one_of(
+    st.integers(min_value=2**63, max_value=2**80),
+    st.integers(min_value=-(2**80), max_value=-1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=30),
+    st.sampled_from(["", "\x00", "a\x00b", "x" * 60_000, "é" * 300, "\n", "../../etc"]),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+)
+
+
+def _text(info: msgspec.inspect.StrType) -> st.SearchStrategy[str]:
+    low, high = info.min_length or 0, info.max_length or 200
+    if info.pattern is None or info.pattern == TEXT_PATTERN:
+        printable = st.characters(exclude_categories=("Cc", "Cs"))
+        return st.text(printable, min_size=low, max_size=min(high, 200))
+    return st.from_regex(info.pattern).filter(lambda s: low <= len(s) <= high)
+
+
+def value_of(info: msgspec.inspect.Type, known: list[Any]) -> st.SearchStrategy[Any]:
+    """A value that fits `info` (a msgspec type), often one the server knows."""
+    if isinstance(info, msgspec.inspect.Metadata):
+        info = info.type
+    match info:
+        case msgspec.inspect.IntType():
+            low = info.ge if info.ge is not None else -(2**63)
+            high = info.le if info.le is not None else 2**63 - 1
+            found = st.integers(min_value=low, max_value=high)
+        case msgspec.inspect.StrType():
+            found = _text(info)
+        case msgspec.inspect.LiteralType():
+            found = st.sampled_from(list(info.values))
+        case msgspec.inspect.DateType():
+            found = st.dates().map(lambda d: d.isoformat())
+        case msgspec.inspect.NoneType():
+            return st.none()
+        case msgspec.inspect.UnionType():
+            return st.one_of([value_of(t, known) for t in info.types])
+        case _:
+            raise AssertionError(f"no strategy for {info}")
+    fitting = [k for k in known if _fits(k, info)]
+    return st.one_of(st.sampled_from(fitting), found) if fitting else found
+
+
+def _fits(value: Any, info: msgspec.inspect.Type) -> bool:
+    return isinstance(value, str) == isinstance(info, msgspec.inspect.StrType)
+
+
+def message_of(
+    cls: type[msgspec.Struct], known: dict[str, list[Any]]
+) -> st.SearchStrategy[dict[str, Any]]:
+    """A valid-shaped message of `cls`: required fields always, optional ones sometimes."""
+    info = msgspec.inspect.type_info(cls)
+    assert isinstance(info, msgspec.inspect.StructType)
+    head = {info.tag_field: info.tag} if info.tag_field else {}
+    required = {f.name: value_of(f.type, known.get(f.name, [])) for f in info.fields if f.required}
+    optional = {
+        f.name: value_of(f.type, known.get(f.name, [])) for f in info.fields if not f.required
+    }
+    return st.fixed_dictionaries(
+        {k: st.just(v) for k, v in head.items()} | required,
+        optional={k: v for k, v in optional.items()},
+    )
+
+
+def mutated(base: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[dict[str, Any]]:
+    """A valid-shaped message with one field hostile, one unknown or one missing."""
+
+    @st.composite
+    def mutate(draw: st.DrawFn) -> dict[str, Any]:
+        message = dict(draw(base))
+        fields = [k for k in message if k != "type"]
+        how = draw(st.sampled_from(["hostile", "unknown", "drop"] if fields else ["unknown"]))
+        if how == "hostile":
+            message[draw(st.sampled_from(fields))] = draw(HOSTILE)
+        elif how == "unknown":
+            message[draw(st.text(min_size=1, max_size=10).filter(lambda k: k not in message))] = 1
+        else:
+            message.pop(draw(st.sampled_from(fields)))
+        return message
+
+    return mutate()
+
+
+# A frame: ("text", str), ("bytes", binary) or ("raw-text", bytes sent as a text frame).
+Frame = tuple[str, Any]
+GARBAGE: st.SearchStrategy[Frame] = st.one_of(
+    st.binary(max_size=64).map(lambda b: ("bytes", b)),
+    st.sampled_from([b"\xff\xfe{", b'{"type": "ping"\xc3}']).map(lambda b: ("raw-text", b)),
+    st.integers(min_value=100, max_value=6_000).map(
+        lambda n: ("text", '{"a":' * n + "1" + "}" * n)
+    ),
+    st.integers(min_value=100, max_value=6_000).map(lambda n: ("text", "[" * n + "]" * n)),
+    HOSTILE.filter(lambda v: not isinstance(v, str) or len(v) < 1000).map(
+        lambda v: ("text", json.dumps(v))
+    ),
+    st.text(max_size=100).map(lambda t: ("text", t)),
+)
+
+
+def frames_for(
+    kinds: tuple[type[msgspec.Struct], ...], known: dict[str, list[Any]]
+) -> st.SearchStrategy[list[Frame]]:
+    shaped = st.one_of([message_of(k, known) for k in kinds])
+    as_text = st.one_of(shaped, mutated(shaped)).map(lambda m: ("text", json.dumps(m)))
+    return st.lists(st.one_of(as_text, GARBAGE), min_size=1, max_size=8)
+
+
+def draw(strategy: st.SearchStrategy[Any], count: int) -> list[Any]:
+    """`count` examples, the same on every run (hypothesis derandomized, no shrinking)."""
+    found: list[Any] = []
+
+    @settings(
+        max_examples=count,
+        derandomize=True,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(strategy)
+    def collect(example: Any) -> None:
+        found.append(example)
+
+    collect()
+    return found
+
+
+# --- the server's side of the contract ----------------------------------------------------
+
+_tagged = msgspec.json.Decoder(protocol.ServerMessage)
+_SEED = (protocol.SeedPage, protocol.SeedReport)
+
+
+def documented(raw: str | bytes) -> dict[str, Any]:
+    """The message, after checking it is one the protocol documents."""
+    assert isinstance(raw, str), f"binary frame from the server: {raw!r}"
+    message = json.loads(raw)
+    if isinstance(message, dict) and "type" in message:
+        _tagged.decode(raw)
+    else:
+        for shape in _SEED:
+            try:
+                msgspec.json.decode(raw, type=shape)
+                break
+            except msgspec.ValidationError:
+                continue
+        else:
+            raise AssertionError(f"undocumented message {raw[:300]}")
+    if message.get("type") == "error":
+        assert message["code"] != "internal", raw[:300]
+    return message
+
+
+async def _send(ws: ClientConnection, frame: Frame) -> None:
+    kind, data = frame
+    if kind == "raw-text":
+        await ws.send(data, text=True)
+    else:
+        await ws.send(data)
+
+
+class Target:
+    """One endpoint: how to open it with an honest subscription, and prove it still works."""
+
+    def __init__(
+        self,
+        path: str,
+        kinds: tuple[type[msgspec.Struct], ...],
+        opening: Callable[[], dict[str, Any]] | None = None,
+        **params: object,
+    ) -> None:
+        self.path, self.kinds, self.opening, self.params = path, kinds, opening, params
+
+
+async def _drain_until(ws: ClientConnection, pred: Callable[[dict[str, Any]], bool]) -> None:
+    async with asyncio.timeout(10):
+        while True:
+            if pred(documented(await ws.recv())):
+                return
+
+
+async def test_every_endpoint_survives_fuzzed_messages(stores: Stores) -> None:
+    settings_ = make_settings(
+        stores,
+        ws_messages_per_second=10_000,
+        writes_per_second_per_user=100_000,
+        writes_per_second_per_ip=100_000,
+    )
+    scores = itertools.count(1_000)
+    async with running_app(settings_) as app:
+        async with httpx.AsyncClient(base_url=app.url + "/api/v1", timeout=20) as http:
+            admin = await make_admin(app, http)
+            player = await register_and_login(http)
+            game = (await create_game(http, admin))["id"]
+            await post_score(http, player, game, next(scores))
+            known: dict[str, list[Any]] = {
+                "game": [game, "global"],
+                "channel": [game, "all"],
+                "user_id": [player.id, admin.id],
+                "event_id": [str(uuid.uuid4())],
+            }
+            honest_sub = f"{game}:all:0:{HONEST_LIMIT}"
+            targets = [
+                Target(
+                    "scores",
+                    (protocol.Subscribe, protocol.Unsubscribe, protocol.SeedPageRequest),
+                    lambda: {"type": "subscribe", "game": game, "limit": HONEST_LIMIT},
+                ),
+                Target("scoreboard", (protocol.Ping, protocol.Auth), game=game),
+                Target("my-score", (protocol.Ping, protocol.Auth), game=game),
+                Target("add-score", (protocol.SubmitScore, protocol.Ping)),
+                Target("reports", (protocol.ReportRequest, protocol.SeedReportRequest)),
+            ]
+            for target in targets:
+                for batch in draw(frames_for(target.kinds, known), EXAMPLES):
+                    await _one_batch(app, http, player, game, target, batch, honest_sub, scores)
+                assert (await http.get(app.url + "/readyz")).status_code == 200
+                # A frame over the size limit ends that socket alone, with 1009.
+                async with await open_ws(app, target.path, player, **target.params) as ws:
+                    await ws.send(json.dumps({"type": "ping", "pad": "x" * 70_000}))
+                    await _closed_with(ws, WS_TOO_BIG.code)
+    await drop_test_state(settings_)
+
+
+async def _one_batch(
+    app: RunningApp,
+    http: httpx.AsyncClient,
+    player: Account,
+    game: str,
+    target: Target,
+    batch: list[Frame],
+    honest_sub: str,
+    scores: itertools.count[int],
+) -> None:
+    async with await open_ws(app, target.path, player, **target.params) as ws:
+        if target.opening is not None:
+            await ws.send(json.dumps(target.opening()))
+            await recv_until(ws, lambda m: m.get("type") == "page" and m["sub"] == honest_sub)
+        for frame in batch:
+            if frame[0] == "text" and _is_honest_unsubscribe(frame[1], honest_sub):
+                continue
+            await _send(ws, frame)
+            if frame[0] == "raw-text":
+                # RFC 6455: the WebSocket layer closes a socket that sent invalid UTF-8.
+                await _closed_with(ws, WS_BAD_UTF8.code)
+                return
+        where = f"{target.path} after {batch!r:.2000}"
+        try:
+            await ws.send(json.dumps({"type": "ping"}))
+            await _drain_until(ws, lambda m: m.get("type") == "pong")
+            await _prove_alive(http, ws, player, game, target, honest_sub, scores)
+        except ConnectionClosed as exc:
+            raise AssertionError(f"closed {exc.rcvd} {where}") from None
+        except TimeoutError:
+            raise AssertionError(f"no answer {where}") from None
+
+
+def _is_honest_unsubscribe(text: str, honest_sub: str) -> bool:
+    try:
+        m = json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    if not isinstance(m, dict) or m.get("type") != "unsubscribe":
+        return False
+    key = f"{m.get('game')}:{m.get('period', 'all')}:{m.get('offset', 0)}:{m.get('limit', 10)}"
+    return key == honest_sub
+
+
+async def _prove_alive(
+    http: httpx.AsyncClient,
+    ws: ClientConnection,
+    player: Account,
+    game: str,
+    target: Target,
+    honest_sub: str,
+    scores: itertools.count[int],
+) -> None:
+    """The socket's honest work still happens after the fuzzed batch."""
+    if target.path == "add-score":
+        event = str(uuid.uuid4())
+        message = {"type": "score", "game": game, "event_id": event, "score": next(scores)}
+        await ws.send(json.dumps(message))
+        await _drain_until(ws, lambda m: m.get("type") == "ack" and m["event_id"] == event)
+        return
+    if target.path == "reports":
+        day = "2020-01-01"
+        await ws.send(json.dumps({"type": "report", "start": day, "end": "2021-01-01"}))
+        await _drain_until(ws, lambda m: m.get("type") == "report" and m["start"] == day)
+        return
+    score = next(scores)
+    r = await post_score(http, player, game, score)
+    assert r.status_code == 200, r.text
+    await _drain_until(ws, lambda m: _pushes(target.path, m, score, honest_sub))
+
+
+def _pushes(path: str, m: dict[str, Any], score: int, honest_sub: str) -> bool:
+    """Whether `m` is the push that shows `score` on `path`'s honest subscription."""
+    match path, m.get("type"):
+        case "scores", "page":
+            return m["sub"] == honest_sub and any(e["score"] == score for e in m["entries"])
+        case "scoreboard", "diff" | "snapshot":
+            rows = m.get("upserts", m.get("entries", []))
+            return any(e["score"] == score for e in rows)
+        case "my-score", "rank":
+            return m["score"] == score
+    return False
+
+
+async def _closed_with(ws: ClientConnection, code: int) -> None:
+    assert code in {c.code for c in CLOSE_CODES}
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                documented(await ws.recv())
+    except ConnectionClosed:
+        pass
+    assert ws.close_code == code, (ws.close_code, ws.close_reason)
