@@ -367,3 +367,63 @@ async def _closed_with(ws: ClientConnection, code: int) -> None:
     except ConnectionClosed:
         pass
     assert ws.close_code == code, (ws.close_code, ws.close_reason)
+
+
+async def test_each_out_of_shape_field_fails_its_message_alone(stores: Stores) -> None:
+    """One message per bound of protocol.py; each is an `invalid` error, nothing else."""
+    settings_ = make_settings(stores, ws_messages_per_second=10_000)
+    async with running_app(settings_) as app:
+        async with httpx.AsyncClient(base_url=app.url + "/api/v1", timeout=20) as http:
+            admin = await make_admin(app, http)
+            player = await register_and_login(http)
+            game = (await create_game(http, admin))["id"]
+            event = str(uuid.uuid4())
+            score = {"type": "score", "game": game, "event_id": event}
+            cases = {
+                "scores": [
+                    {"type": "subscribe", "game": game, "offset": 2**63 - 1},
+                    {"type": "subscribe", "game": game, "offset": 1_000_001},
+                    {"type": "subscribe", "game": "A" * 1000},
+                    {"type": "subscribe", "game": "a\x00b"},
+                    {"type": "subscribe", "game": f"{game}\n"},
+                    {"type": "subscribe", "game": game, "period": "year"},
+                    {"type": "unsubscribe", "game": "x" * 5000},
+                    {"channel": game, "start": 2**62, "end": 2**62 + 1},
+                    {"channel": "Z" * 500, "start": 0, "end": 1},
+                    {"type": "auth", "token": "t" * 10_000},
+                ],
+                "add-score": [
+                    {**score, "score": 1, "user_id": 2**64},
+                    {**score, "score": 1, "user_id": 0},
+                    {**score, "score": 2**60},
+                    {**score, "action": "a" * 65},
+                    {**score, "action": "win", "ts": 2**70, "signature": "0" * 64},
+                    {**score, "action": "win", "ts": 1, "signature": "zz"},
+                    {**score, "event_id": "e" * 10_000, "score": 1},
+                ],
+                "reports": [
+                    {"type": "report", "start": "2024-01-01", "end": "2024-02-01", "limit": 10**6},
+                    {
+                        "type": "report",
+                        "start": "2024-01-01",
+                        "end": "2024-02-01",
+                        "game": "X" * 500,
+                    },
+                    {"start": "2" * 1000, "end": "2024-02-01"},
+                    {"start": "2024-01-01", "end": "2024-02-01", "limit": 0},
+                ],
+            }
+            for path, messages in cases.items():
+                async with await open_ws(app, path, player) as ws:
+                    if path == "scores":
+                        await ws.send(json.dumps({"type": "subscribe", "game": game}))
+                        await recv_until(ws, lambda m: m.get("type") == "page")
+                    for message in messages:
+                        await ws.send(json.dumps(message))
+                        reply = documented(await asyncio.wait_for(ws.recv(), 10))
+                        assert reply["type"] == "error", (path, message, reply)
+                        assert reply["code"] == "invalid", (path, message, reply)
+                    await ws.send(json.dumps({"type": "ping"}))
+                    await _drain_until(ws, lambda m: m.get("type") == "pong")
+            assert (await http.get(app.url + "/readyz")).status_code == 200
+    await drop_test_state(settings_)
