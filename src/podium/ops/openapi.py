@@ -181,7 +181,7 @@ def build(routes: Iterable[BaseRoute], title: str = "Podium") -> dict[str, Any]:
     pending = []
     for path, method, route, op in found:
         names = _CONVERTOR.findall(path)
-        refs = {
+        refs: dict[str, Any] = {
             "body": schemas.add(op.body) if op.body is not None else None,
             "response": schemas.add(op.response) if op.response is not None else None,
             "alternatives": {m: schemas.add(t) for m, t in op.alternatives.items()},
@@ -227,10 +227,10 @@ def build(routes: Iterable[BaseRoute], title: str = "Podium") -> dict[str, Any]:
         if parameters:
             operation["parameters"] = parameters
         if refs["body"] is not None:
-            media: dict[str, Any] = {"schema": built[refs["body"]]}
+            body: dict[str, Any] = {"schema": built[refs["body"]]}
             if op.body_example is not None:
-                media["example"] = op.body_example
-            operation["requestBody"] = {"required": True, "content": {"application/json": media}}
+                body["example"] = op.body_example
+            operation["requestBody"] = {"required": True, "content": {"application/json": body}}
         operation["security"] = [{"bearer": []}] if op.auth else []
         paths.setdefault(template, {})[method.lower()] = operation
 
