@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from podium.api.spec import Param
@@ -86,11 +86,11 @@ def convert_param(raw: str, param: Param) -> Any:
     return msgspec.convert(int(raw), param.type)
 
 
-def read_query(request: Request, params: Mapping[str, Param]) -> dict[str, Any]:
+def read_query(request: HTTPConnection, params: Mapping[str, Param]) -> dict[str, Any]:
     """Every documented query parameter, parsed as documented; 422 names the bad one.
 
     An empty value is not "absent", and a parameter given twice is refused: the
-    document states one value of the parameter's type.
+    document states one value of the parameter's type. Works on a WebSocket too.
     """
     out: dict[str, Any] = {}
     for name, param in params.items():
