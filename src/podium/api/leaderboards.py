@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
 from typing import Annotated, Literal
 
@@ -64,7 +65,7 @@ def _services(request: Request) -> Services:
     return request.app.state.podium
 
 
-async def _target_user(request: Request, principal: Principal, params: dict) -> int:
+async def _target_user(request: Request, principal: Principal, params: Mapping[str, Param]) -> int:
     """The user a path names: an existing user's id, or `me` for the caller."""
     raw = read_path(request, params)["user_id"]
     if raw == "me":
