@@ -21,8 +21,9 @@ from podium.boards.periods import PERIODS, Period, period_start
 from podium.errors import bad_request, invalid, not_found
 from podium.ops import metrics
 from podium.services import Services
+from podium.validation import MAX_PAGE_LIMIT
 
-MAX_LIMIT = 200
+MAX_LIMIT = MAX_PAGE_LIMIT
 MAX_RADIUS = 50
 _RANKS_LUA = (resources.files("podium.boards") / "lua" / "ranks.lua").read_text()
 
