@@ -167,3 +167,21 @@ async def test_a_deeply_nested_body_is_400_not_500(
         assert r.status_code == 400, (path, r.status_code, r.text)
     r = await client.get("/games", headers=admin.headers)
     assert r.status_code == 200
+
+
+async def test_a_forged_cursor_is_400(client: httpx.AsyncClient, admin: Account) -> None:
+    import base64
+
+    import msgspec
+
+    game = (await create_game(client, admin))["id"]
+    await post_score(client, admin, game, 5)
+    board = f"{game}:all:1970-01-01"
+    for offset in (-1, 2**63 - 1, 2**64 - 1):
+        raw = msgspec.msgpack.encode([board, offset, "no-such-member"])
+        cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        r = await client.get(
+            f"/leaderboards/{game}", params={"cursor": cursor}, headers=admin.headers
+        )
+        assert r.status_code == 400, (offset, r.status_code, r.text)
+        assert "cursor" in r.json()["error"]["details"]

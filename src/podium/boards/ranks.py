@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 from datetime import UTC, date, datetime
 from importlib import resources
+from typing import Annotated
 
 import msgspec
 from redis.exceptions import RedisError
@@ -21,7 +22,7 @@ from podium.boards.periods import PERIODS, Period, period_start
 from podium.errors import bad_request, invalid, not_found
 from podium.ops import metrics
 from podium.services import Services
-from podium.validation import MAX_PAGE_LIMIT
+from podium.validation import INT64_MAX, MAX_PAGE_LIMIT
 
 MAX_LIMIT = MAX_PAGE_LIMIT
 MAX_RADIUS = 50
@@ -117,9 +118,12 @@ def _ms_to_dt(ms: int | None) -> datetime | None:
 
 
 class _Cursor(msgspec.Struct, array_like=True):
-    board: str
-    offset: int
-    member: str
+    """What a cursor carries. A client can forge one: each field has a bound, so a
+    forged offset is a 400 and never a negative or int64-wide OFFSET or ZRANGE."""
+
+    board: Annotated[str, msgspec.Meta(max_length=128)]
+    offset: Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX - MAX_PAGE_LIMIT)]
+    member: Annotated[str, msgspec.Meta(max_length=256)]
 
 
 def encode_cursor(board: str, offset: int, member: str) -> str:
