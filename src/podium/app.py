@@ -15,7 +15,8 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import Receive, Scope, Send
 
 from podium.api import auth as auth_api
 from podium.api import health
@@ -62,6 +63,50 @@ def root_routes(components: list[ModuleType]) -> list[BaseRoute]:
     for module in components:
         routes += getattr(module, "root_routes", [])
     return routes
+
+
+class PathRoute(Route):
+    """A Route that answers for its whole path, not only its own methods.
+
+    One path is often several Routes (GET and POST /games); Starlette answers a method
+    none of them has from the first one alone, so `Allow` missed the others. Here every
+    Route of a path knows all of the path's methods: `OPTIONS` is 204 with that `Allow`
+    and any other method is 405 with it. A CORS preflight never gets here: the
+    CORSMiddleware answers it.
+    """
+
+    def __init__(self, route: Route, methods: set[str]) -> None:
+        super().__init__(
+            route.path,
+            route.endpoint,
+            methods=sorted(route.methods or ()),
+            name=route.name,
+            include_in_schema=route.include_in_schema,
+        )
+        self.allow = ", ".join(sorted(methods | {"OPTIONS"}))
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.methods and scope["method"] not in self.methods:
+            if scope["method"] == "OPTIONS":
+                response = Response(status_code=204, headers={"Allow": self.allow})
+                await response(scope, receive, send)
+                return
+            raise HTTPException(405, headers={"Allow": self.allow})
+        await super().handle(scope, receive, send)
+
+
+def whole_paths(routes: list[BaseRoute]) -> list[BaseRoute]:
+    """`routes` with each HTTP Route made a PathRoute that knows its path's methods."""
+    methods: dict[str, set[str]] = {}
+    for route in routes:
+        if isinstance(route, Route) and route.methods:
+            methods.setdefault(route.path, set()).update(route.methods)
+    return [
+        PathRoute(route, methods[route.path])
+        if isinstance(route, Route) and route.methods
+        else route
+        for route in routes
+    ]
 
 
 _HTTP_CODES = {
@@ -171,7 +216,10 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             max_age=600,
         ),
     ]
-    routes = [*root_routes(components), Mount("/api/v1", routes=api_routes(components))]
+    routes = [
+        *whole_paths(root_routes(components)),
+        Mount("/api/v1", routes=whole_paths(api_routes(components))),
+    ]
     return Starlette(
         routes=routes,
         middleware=middleware,

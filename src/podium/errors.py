@@ -82,6 +82,8 @@ class CloseCode(NamedTuple):
 WS_NORMAL = CloseCode(1000, "normal", False, "the client or server ended the session")
 WS_GOING_AWAY = CloseCode(1001, "going away", True, "the server is shutting down; reconnect")
 WS_UNSUPPORTED = CloseCode(1003, "unsupported data", False, "binary frames are not accepted")
+# Sent by the WebSocket layer itself (RFC 6455 8.1): a text frame must be UTF-8.
+WS_BAD_UTF8 = CloseCode(1007, "invalid payload", False, "a text frame was not valid UTF-8")
 WS_TOO_BIG = CloseCode(1009, "message too big", False, "a frame exceeded the size limit")
 WS_INTERNAL = CloseCode(1011, "internal error", True, "unexpected server error; reconnect")
 WS_RESTART = CloseCode(1012, "service restart", True, "the server is restarting; reconnect")
@@ -99,6 +101,7 @@ CLOSE_CODES: tuple[CloseCode, ...] = (
     WS_NORMAL,
     WS_GOING_AWAY,
     WS_UNSUPPORTED,
+    WS_BAD_UTF8,
     WS_TOO_BIG,
     WS_INTERNAL,
     WS_RESTART,

@@ -5,9 +5,24 @@ WebSocket messages to and from clients. Decoders and encoders are built once her
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+
+from podium.boards.periods import Period
+from podium.validation import (
+    MAX_OFFSET,
+    MAX_PAGE_LIMIT,
+    TEXT_PATTERN,
+    ActionName,
+    HexSignature,
+    PageLimit,
+    PageOffset,
+    ReportLimit,
+    Score,
+    Slug,
+    UserId,
+)
 
 
 class BoardChange(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -36,7 +51,20 @@ board_change_encoder = msgspec.json.Encoder()
 # --- WebSocket messages -------------------------------------------------------------
 # Every client and server message is a Struct tagged by its "type" field. Seed 001's
 # untagged request shapes ({channel|game, start, end} and {start, end, limit}) are
-# decoded by `decode_client` when a message has no "type".
+# decoded by `decode_client` when a message has no "type". Every field a client sends
+# has its shape here (docs/protocol.md lists them): a value outside it fails that one
+# message with an `error`, before any feed, cache or store sees it.
+
+# An access token or a service credential; real ones are well under 1 KiB.
+Token = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+# The write path checks that it is a UUID and names it in the error; here only its size.
+EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=TEXT_PATTERN)]
+# Unix seconds, up to the last second of year 9999.
+UnixSeconds = Annotated[int, msgspec.Meta(ge=0, le=253_402_300_799)]
+# Seed 001's inclusive indices: the page they span is clipped to MAX_PAGE_LIMIT rows.
+SeedIndex = Annotated[int, msgspec.Meta(ge=0, le=MAX_OFFSET + MAX_PAGE_LIMIT)]
+# Seed 001's report bounds: an ISO date or datetime.
+SeedWhen = Annotated[str, msgspec.Meta(min_length=1, max_length=40, pattern=TEXT_PATTERN)]
 
 
 class Msg(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True):
@@ -49,7 +77,7 @@ class Msg(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, kw_only=
 class Auth(Msg, tag="auth"):
     """A fresh access token for an open socket, sent before the current one expires."""
 
-    token: str
+    token: Token
 
 
 class Ping(Msg, tag="ping"):
@@ -57,37 +85,37 @@ class Ping(Msg, tag="ping"):
 
 
 class Subscribe(Msg, tag="subscribe"):
-    game: str
-    period: str = "all"
-    offset: int = 0
-    limit: int = 10
+    game: Slug
+    period: Period = "all"
+    offset: PageOffset = 0
+    limit: PageLimit = 10
 
 
 class Unsubscribe(Msg, tag="unsubscribe"):
-    game: str
-    period: str = "all"
-    offset: int = 0
-    limit: int = 10
+    game: Slug
+    period: Period = "all"
+    offset: PageOffset = 0
+    limit: PageLimit = 10
 
 
 class SubmitScore(Msg, tag="score"):
     """A score write, as `POST /api/v1/scores`: `score` or `action` (with optional
     `ts`/`signature` for signed actions); `user_id` for service credentials."""
 
-    game: str
-    event_id: str
-    score: int | None = None
-    action: str | None = None
-    user_id: int | None = None
-    ts: int | None = None
-    signature: str | None = None
+    game: Slug
+    event_id: EventId
+    score: Score | None = None
+    action: ActionName | None = None
+    user_id: UserId | None = None
+    ts: UnixSeconds | None = None
+    signature: HexSignature | None = None
 
 
 class ReportRequest(Msg, tag="report"):
     start: date
     end: date
-    limit: int = 10
-    game: str | None = None
+    limit: ReportLimit = 10
+    game: Slug | None = None
 
 
 ClientMessage = Auth | Ping | Subscribe | Unsubscribe | SubmitScore | ReportRequest
@@ -96,18 +124,18 @@ ClientMessage = Auth | Ping | Subscribe | Unsubscribe | SubmitScore | ReportRequ
 class SeedPageRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Seed 001's `/scores` request: inclusive indices into a board."""
 
-    start: int
-    end: int
-    channel: str | None = None
-    game: str | None = None
+    start: SeedIndex
+    end: SeedIndex
+    channel: Slug | None = None
+    game: Slug | None = None
 
 
 class SeedReportRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Seed 001's `/reports` request: ISO dates or datetimes."""
 
-    start: str
-    end: str
-    limit: int = 10
+    start: SeedWhen
+    end: SeedWhen
+    limit: ReportLimit = 10
 
 
 # Server -> client
@@ -299,13 +327,23 @@ def decode_client(
         if seed is None or not text.startswith(_MISSING_TAG):
             if text.startswith("Invalid value") and "$.type" in text:
                 raise BadMessage("unknown_type", "unknown message type") from None
-            raise BadMessage("invalid", text) from None
+            raise BadMessage("invalid", _clip(text)) from None
     except msgspec.DecodeError:
         raise BadMessage("bad_json", "message is not valid JSON") from None
+    except RecursionError:
+        # msgspec recurses per nesting level: a frame under the size limit can nest deeper.
+        raise BadMessage("bad_json", "message nests too deeply") from None
     try:
         return msgspec.json.decode(data, type=seed)
     except msgspec.ValidationError as exc:
-        raise BadMessage("invalid", str(exc)) from None
+        raise BadMessage("invalid", _clip(str(exc))) from None
+    except RecursionError:
+        raise BadMessage("bad_json", "message nests too deeply") from None
+
+
+def _clip(text: str, most: int = 300) -> str:
+    # msgspec quotes a bad enum value in its message: never echo a huge one back.
+    return text if len(text) <= most else text[: most - 3] + "..."
 
 
 def encode_text(message: msgspec.Struct) -> str:

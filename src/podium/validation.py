@@ -18,10 +18,12 @@ INT64_MAX = 2**63 - 1
 # Redis scores are doubles: every integer up to 2^53 - 1 in magnitude is exact.
 MAX_ABS_SCORE = 2**53 - 1
 
-SLUG_PATTERN = r"^[a-z0-9-]{1,40}$"
-ACTION_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
-USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,32}$"
-HEX_SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
+# `(?!\n)$`: Python's `$` also matches before a final newline, so msgspec (re.search)
+# would take "abc\n" for a slug; the lookahead makes it mean "end" as in ECMA-262.
+SLUG_PATTERN = r"^[a-z0-9-]{1,40}(?!\n)$"
+ACTION_PATTERN = r"^[A-Za-z0-9_.-]{1,64}(?!\n)$"
+USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,32}(?!\n)$"
+HEX_SHA256_PATTERN = r"^[0-9a-fA-F]{64}(?!\n)$"
 # Printable text: no NUL (PostgreSQL text refuses it) and no other C0 control character.
 TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
 PERIODS = ("all", "day", "week", "month")
@@ -71,7 +73,27 @@ UserId = Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)]
 Score = Annotated[int, msgspec.Meta(ge=-MAX_ABS_SCORE, le=MAX_ABS_SCORE)]
 # A display name or other free text: bound its length with its own Meta beside this one,
 # e.g. Annotated[str, msgspec.Meta(pattern=TEXT_PATTERN, min_length=1, max_length=100)].
-GameName = Annotated[str, msgspec.Meta(pattern=TEXT_PATTERN, min_length=1, max_length=100)]
+# A game's name: printable text with at least one visible character (it is shown trimmed).
+_PRINTABLE = r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+NAME_PATTERN = rf"^{_PRINTABLE}*[^\s\x00-\x1f\x7f]{_PRINTABLE}*$"
+GameName = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=NAME_PATTERN,
+        min_length=1,
+        max_length=100,
+        description="printable text, 1 to 100 characters, not only spaces",
+    ),
+]
+# A page of a board, over HTTP and WebSocket. The offset bound caps the cost of the
+# PostgreSQL fallback, whose OFFSET walks the rows it skips (use the cursor to go deeper).
+MAX_PAGE_LIMIT = 200
+MAX_OFFSET = 1_000_000
+PageLimit = Annotated[int, msgspec.Meta(ge=1, le=MAX_PAGE_LIMIT)]
+PageOffset = Annotated[int, msgspec.Meta(ge=0, le=MAX_OFFSET)]
+# A report's rows, over HTTP and WebSocket.
+MAX_REPORT_LIMIT = 1000
+ReportLimit = Annotated[int, msgspec.Meta(ge=1, le=MAX_REPORT_LIMIT)]
 
 
 def is_slug(value: str) -> bool:

@@ -6,21 +6,24 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from podium.api.responses import JSON
+from podium.api.responses import JSON, read_path
 from podium.api.spec import Param, spec
 from podium.auth.guards import require_admin
 from podium.auth.revocation import void_identity
 from podium.boards.scripts import Scripts
 from podium.boards.void import VoidOut, void_user
-from podium.errors import conflict, not_found
+from podium.errors import conflict
 from podium.services import Services
+from podium.validation import UserId
+
+USER = {"user_id": Param(UserId, "the user to void")}
 
 
 @spec(
     summary="Void a user's scores (cheater): every board recomputes",
     tag="admin",
     response=VoidOut,
-    path={"user_id": Param(int, "the user to void")},
+    path=USER,
     auth=True,
     errors=(403, 404, 409, 503),
 )
@@ -28,10 +31,7 @@ async def void(request: Request) -> Response:
     """Void a user: their events stay in the log, marked void; they leave every board."""
     principal = await require_admin(request)
     services: Services = request.app.state.podium
-    try:
-        user_id = int(request.path_params["user_id"])
-    except ValueError:
-        raise not_found("no such user") from None
+    user_id = read_path(request, USER)["user_id"]
     if user_id == principal.user_id:
         # An admin voiding itself would lock the last admin out: another admin must.
         raise conflict("an admin cannot void itself", code="self_void")

@@ -6,15 +6,15 @@ clients) and need its action points; the HMAC key never appears in a response.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
+from typing import Annotated
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from podium.api.responses import JSON, read_json
+from podium.api.responses import JSON, read_json, read_path
 from podium.api.spec import Param, shape, spec
 from podium.auth.guards import require_admin, require_principal
 from podium.boards import model
@@ -22,35 +22,53 @@ from podium.boards.model import MAX_ABS_SCORE, Game, GameCache, Operator, Order,
 from podium.errors import conflict, invalid, not_found, unavailable
 from podium.services import Services
 from podium.store.db import is_unavailable
+from podium.validation import TEXT_PATTERN, ActionName, GameName, Score, Slug
 
-ACTION_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 UNSET = msgspec.UNSET
+MAX_WINDOW_S = 86_400 * 31
+
+GameId = Annotated[
+    Slug,
+    msgspec.Meta(
+        description="a slug; `global` is reserved",
+        extra_json_schema={"not": {"enum": sorted(model.RESERVED_IDS)}},
+    ),
+]
+Bound = Score | None
+MaxDelta = Annotated[int, msgspec.Meta(ge=0, le=MAX_ABS_SCORE)] | None
+Window = Annotated[int, msgspec.Meta(ge=1, le=MAX_WINDOW_S, description="1 second to 31 days")]
+HmacKey = Annotated[
+    str, msgspec.Meta(pattern=TEXT_PATTERN, min_length=16, max_length=256, description="16-256")
+]
+GAME = {"game": Param(Slug, "a game id")}
+ACTION = {"action": Param(ActionName, "an action name")}
+MIN_MAX = "`min_score` must not exceed `max_score`."
 
 
 class GameIn(msgspec.Struct, forbid_unknown_fields=True):
-    id: str
-    name: str
+    id: GameId
+    name: GameName
     order: Order = "desc"
     operator: Operator = "best"
     policy: Policy = "client"
-    min_score: int | None = None
-    max_score: int | None = None
-    max_delta: int | None = None
-    delta_window_s: int = 60
-    hmac_key: str | None = None
+    min_score: Bound = None
+    max_score: Bound = None
+    max_delta: MaxDelta = None
+    delta_window_s: Window = 60
+    hmac_key: HmacKey | None = None
 
 
 class GamePatch(msgspec.Struct, forbid_unknown_fields=True):
-    name: str | msgspec.UnsetType = UNSET
-    min_score: int | msgspec.UnsetType | None = UNSET
-    max_score: int | msgspec.UnsetType | None = UNSET
-    max_delta: int | msgspec.UnsetType | None = UNSET
-    delta_window_s: int | msgspec.UnsetType = UNSET
-    hmac_key: str | msgspec.UnsetType | None = UNSET
+    name: GameName | msgspec.UnsetType = UNSET
+    min_score: Bound | msgspec.UnsetType = UNSET
+    max_score: Bound | msgspec.UnsetType = UNSET
+    max_delta: MaxDelta | msgspec.UnsetType = UNSET
+    delta_window_s: Window | msgspec.UnsetType = UNSET
+    hmac_key: HmacKey | msgspec.UnsetType | None = UNSET
 
 
 class PointsIn(msgspec.Struct, forbid_unknown_fields=True):
-    points: int
+    points: Score
 
 
 def _services(request: Request) -> Services:
@@ -61,29 +79,10 @@ def _cache(services: Services) -> GameCache:
     return services.extras["games"]  # type: ignore[return-value]
 
 
-def _check_rules(
-    name: str,
-    min_score: int | None,
-    max_score: int | None,
-    max_delta: int | None,
-    delta_window_s: int,
-    hmac_key: str | None,
-) -> dict[str, str]:
-    errors: dict[str, str] = {}
-    if not 1 <= len(name.strip()) <= 100:
-        errors["name"] = "1-100 characters"
-    for field, value in (("min_score", min_score), ("max_score", max_score)):
-        if value is not None and abs(value) > MAX_ABS_SCORE:
-            errors[field] = "magnitude at most 2^53 - 1"
+def _check_rules(min_score: int | None, max_score: int | None) -> None:
+    """The one rule across fields (each field's own shape is the decoder's)."""
     if min_score is not None and max_score is not None and min_score > max_score:
-        errors["max_score"] = "must be >= min_score"
-    if max_delta is not None and not 0 <= max_delta <= MAX_ABS_SCORE:
-        errors["max_delta"] = "0 to 2^53 - 1"
-    if not 1 <= delta_window_s <= 86_400 * 31:
-        errors["delta_window_s"] = "1 second to 31 days"
-    if hmac_key is not None and not 16 <= len(hmac_key) <= 256:
-        errors["hmac_key"] = "16-256 characters"
-    return errors
+        raise invalid("game is invalid", {"max_score": "must be >= min_score"})
 
 
 async def _store(call):  # type: ignore[no-untyped-def]
@@ -104,25 +103,15 @@ async def _store(call):  # type: ignore[no-untyped-def]
     example={"id": "chess", "name": "Chess", "order": "desc", "operator": "best"},
     auth=True,
     errors=(403, 409, 503),
+    description=MIN_MAX,
 )
 async def create_game(request: Request) -> Response:
     await require_admin(request)
     services = _services(request)
     body = await read_json(request, GameIn, services.settings.max_body_bytes)
-    errors = _check_rules(
-        body.name,
-        body.min_score,
-        body.max_score,
-        body.max_delta,
-        body.delta_window_s,
-        body.hmac_key,
-    )
-    if not model.SLUG_RE.match(body.id):
-        errors["id"] = "1-40 characters of a-z, 0-9 and '-'"
-    elif body.id in model.RESERVED_IDS:
-        errors["id"] = f"{body.id!r} is reserved"
-    if errors:
-        raise invalid("game is invalid", errors)
+    if body.id in model.RESERVED_IDS:
+        raise invalid("game is invalid", {"id": f"{body.id!r} is reserved"})
+    _check_rules(body.min_score, body.max_score)
     game = Game(
         id=body.id,
         name=body.name.strip(),
@@ -168,13 +157,14 @@ async def _get(services: Services, game_id: str) -> Game:
     summary="One game",
     tag="games",
     response=model.GameOut,
-    path={"game": Param(str, "a game id")},
+    path=GAME,
     auth=True,
     errors=(404, 503),
 )
 async def get_game(request: Request) -> Response:
     await require_principal(request)
-    return JSON((await _get(_services(request), request.path_params["game"])).public())
+    game_id = read_path(request, GAME)["game"]
+    return JSON((await _get(_services(request), game_id)).public())
 
 
 @spec(
@@ -183,30 +173,22 @@ async def get_game(request: Request) -> Response:
     body=GamePatch,
     response=model.GameOut,
     example={"name": "Chess (blitz)"},
-    path={"game": Param(str, "a game id")},
+    path=GAME,
     auth=True,
     errors=(403, 404, 503),
+    description=MIN_MAX,
 )
 async def patch_game(request: Request) -> Response:
     await require_admin(request)
     services = _services(request)
-    game_id = request.path_params["game"]
+    game_id = read_path(request, GAME)["game"]
     body = await read_json(request, GamePatch, services.settings.max_body_bytes)
     current = await _get(services, game_id)
     changes = {
         f: getattr(body, f) for f in GamePatch.__struct_fields__ if getattr(body, f) is not UNSET
     }
     merged = msgspec.structs.replace(current, **changes)
-    errors = _check_rules(
-        merged.name,
-        merged.min_score,
-        merged.max_score,
-        merged.max_delta,
-        merged.delta_window_s,
-        merged.hmac_key,
-    )
-    if errors:
-        raise invalid("game is invalid", errors)
+    _check_rules(merged.min_score, merged.max_score)
     if not changes:
         return JSON(current.public())
     if "name" in changes:
@@ -222,21 +204,18 @@ async def patch_game(request: Request) -> Response:
     summary="Set the points of an action (admin)",
     tag="games",
     body=PointsIn,
-    response=shape("ActionPoints", game=str, action=str, points=int),
+    response=shape("ActionPoints", game=Slug, action=ActionName, points=Score),
     example={"points": 10},
-    path={"game": Param(str, "a game id"), "action": Param(str, "an action name")},
+    path={**GAME, **ACTION},
     auth=True,
     errors=(403, 404, 503),
 )
 async def put_action(request: Request) -> Response:
     await require_admin(request)
     services = _services(request)
-    game_id, action = request.path_params["game"], request.path_params["action"]
-    if not ACTION_RE.match(action):
-        raise invalid("action is invalid", {"action": "1-64 characters of A-Z a-z 0-9 _ . -"})
+    game_id = read_path(request, GAME)["game"]
+    action = read_path(request, ACTION, creates=True)["action"]
     body = await read_json(request, PointsIn, services.settings.max_body_bytes)
-    if abs(body.points) > MAX_ABS_SCORE:
-        raise invalid("points are invalid", {"points": "magnitude at most 2^53 - 1"})
     await _get(services, game_id)
     await _store(
         services.pool.execute(
@@ -254,14 +233,14 @@ async def put_action(request: Request) -> Response:
     summary="The actions of a game and their points",
     tag="games",
     response=shape("ActionList", game=str, actions=list[shape("Action", action=str, points=int)]),
-    path={"game": Param(str, "a game id")},
+    path=GAME,
     auth=True,
     errors=(404, 503),
 )
 async def list_actions(request: Request) -> Response:
     await require_principal(request)
     services = _services(request)
-    game_id = request.path_params["game"]
+    game_id = read_path(request, GAME)["game"]
     await _get(services, game_id)
     rows = await _store(
         services.pool.fetch(

@@ -2,73 +2,90 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
-from typing import Literal
+from typing import Annotated, Literal
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from podium.api.responses import JSON
+from podium.api.responses import JSON, read_path, read_query
 from podium.api.spec import Param, shape, spec
 from podium.auth.guards import require_principal
 from podium.auth.tokens import Principal
 from podium.boards import ranks
 from podium.boards.periods import Period
-from podium.errors import invalid
+from podium.boards.writer import is_unavailable
+from podium.errors import invalid, not_found, unavailable
 from podium.services import Services
+from podium.validation import PageLimit, PageOffset, Slug, UserId, user_id_of
 
 MAX_MEMBERS = 100
+# Comma-separated user ids: 1 to MAX_MEMBERS decimal numbers of at most 19 digits.
+IdList = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=rf"^[0-9]{{1,19}}(,[0-9]{{1,19}}){{0,{MAX_MEMBERS - 1}}}(?!\n)$",
+        min_length=1,
+        max_length=20 * MAX_MEMBERS,
+    ),
+]
+Radius = Annotated[int, msgspec.Meta(ge=0, le=ranks.MAX_RADIUS)]
+# A `next_cursor` is a short token (its content is checked when decoded: 400).
+Cursor = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
 
-GAME = {"game": Param(str, "a game id, or `global` (all `desc` games summed)")}
+GAME = {"game": Param(Slug, "a game id, or `global` (all `desc` games summed)")}
+USER_ID = {"user_id": Param(UserId, "a user id")}
+USER = {"user_id": Param(UserId | Literal["me"], "a user id, or `me`")}
 BOARD_QUERY = {
-    "period": Param(Period, "all (default), day, week or month"),
+    "period": Param(Period, "all (default), day, week or month", default="all"),
     "at": Param(date, "a UTC date inside the period (default: today)"),
 }
-USER = {"user_id": Param(int | Literal["me"], "a user id, or `me`")}
-
-
-def _int(request: Request, name: str, default: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise invalid(f"{name} must be an integer", {name: "an integer"}) from None
-
-
-def _date(request: Request, name: str) -> date | None:
-    raw = request.query_params.get(name)
-    if not raw:
-        return None
-    try:
-        return date.fromisoformat(raw)
-    except ValueError:
-        raise invalid(f"{name} must be a date", {name: "YYYY-MM-DD"}) from None
-
-
-def _user_id(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise invalid("user id must be an integer", {"user_id": "an integer"}) from None
-    if value <= 0:
-        raise invalid("user id must be positive", {"user_id": "> 0"})
-    return value
-
-
-def _target_user(principal: Principal, raw: str) -> int:
-    """The user a path names: an id, or `me` for the caller."""
-    if raw != "me":
-        return _user_id(raw)
-    if principal.user_id is None:
-        raise invalid("a service credential has no 'me'", {"user_id": "give an id"})
-    return principal.user_id
+PAGE_QUERY = {
+    **BOARD_QUERY,
+    "offset": Param(PageOffset, "rows to skip (default 0)", default=0),
+    "limit": Param(PageLimit, "rows, 1..200 (default 10)", default=10),
+    "ranking": Param(
+        Literal["ordinal", "competition"],
+        "ordinal 1,2,3 (default) or competition 1,1,3",
+        default="ordinal",
+    ),
+    "cursor": Param(Cursor, "`next_cursor` of the previous page"),
+}
+AROUND_QUERY = {**BOARD_QUERY, "radius": Param(Radius, "rows above and below, 0..50", default=5)}
+MEMBERS_QUERY = {
+    **BOARD_QUERY,
+    "ids": Param(IdList, "comma-separated user ids, 1..100", required=True),
+}
 
 
 def _services(request: Request) -> Services:
     return request.app.state.podium
+
+
+async def _target_user(request: Request, principal: Principal, params: Mapping[str, Param]) -> int:
+    """The user a path names: an existing user's id, or `me` for the caller."""
+    raw = read_path(request, params)["user_id"]
+    if raw == "me":
+        if principal.user_id is None:
+            raise invalid("a service credential has no 'me'", {"user_id": "give an id"})
+        return principal.user_id
+    if not await _user_exists(_services(request), raw):
+        raise not_found("no such user")
+    return raw
+
+
+async def _user_exists(services: Services, user_id: int) -> bool:
+    # Voided users exist: an operator still reads what is left of them.
+    try:
+        row = await services.pool.fetchval("SELECT 1 FROM users WHERE id = $1", user_id)
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise unavailable("the user store is unavailable") from None
+        raise
+    return row is not None
 
 
 @spec(
@@ -76,30 +93,23 @@ def _services(request: Request) -> Services:
     tag="leaderboards",
     response=ranks.Page,
     path=GAME,
-    query={
-        **BOARD_QUERY,
-        "offset": Param(int, "rows to skip (default 0)"),
-        "limit": Param(int, "rows, 1..200 (default 10)"),
-        "ranking": Param(Literal["ordinal", "competition"], "ordinal 1,2,3 or competition 1,1,3"),
-        "cursor": Param(str, "`next_cursor` of the previous page"),
-    },
+    query=PAGE_QUERY,
     auth=True,
-    errors=(400, 404, 422),
+    errors=(400, 404, 422, 503),
 )
 async def board_page(request: Request) -> Response:
     await require_principal(request)
-    ranking = request.query_params.get("ranking", "ordinal")
-    if ranking not in ("ordinal", "competition"):
-        raise invalid("unknown ranking", {"ranking": "ordinal or competition"})
+    game = read_path(request, GAME)["game"]
+    q = read_query(request, PAGE_QUERY)
     page = await ranks.top_page(
         _services(request),
-        request.path_params["game"],
-        request.query_params.get("period", "all"),
-        _date(request, "at"),
-        _int(request, "offset", 0),
-        _int(request, "limit", 10),
-        ranking == "competition",
-        request.query_params.get("cursor") or None,
+        game,
+        q["period"],
+        q["at"],
+        q["offset"],
+        q["limit"],
+        q["ranking"] == "competition",
+        q["cursor"],
     )
     return JSON(page)
 
@@ -108,20 +118,17 @@ async def board_page(request: Request) -> Response:
     summary="The rows around a user (radius above and below)",
     tag="leaderboards",
     response=ranks.Page,
-    path={**GAME, "user_id": Param(int, "a user id")},
-    query={**BOARD_QUERY, "radius": Param(int, "rows above and below, 0..50 (default 5)")},
+    path={**GAME, **USER_ID},
+    query=AROUND_QUERY,
     auth=True,
-    errors=(404, 422),
+    errors=(404, 422, 503),
 )
 async def board_around(request: Request) -> Response:
     await require_principal(request)
+    path = read_path(request, {**GAME, **USER_ID})
+    q = read_query(request, AROUND_QUERY)
     page = await ranks.around(
-        _services(request),
-        request.path_params["game"],
-        _user_id(request.path_params["user_id"]),
-        _int(request, "radius", 5),
-        request.query_params.get("period", "all"),
-        _date(request, "at"),
+        _services(request), path["game"], path["user_id"], q["radius"], q["period"], q["at"]
     )
     return JSON(page)
 
@@ -133,18 +140,14 @@ async def board_around(request: Request) -> Response:
     path={**GAME, **USER},
     query=BOARD_QUERY,
     auth=True,
-    errors=(404, 422),
+    errors=(404, 422, 503),
 )
 async def board_user(request: Request) -> Response:
     principal = await require_principal(request)
-    user_id = _target_user(principal, request.path_params["user_id"])
-    result = await ranks.user_rank(
-        _services(request),
-        request.path_params["game"],
-        user_id,
-        request.query_params.get("period", "all"),
-        _date(request, "at"),
-    )
+    game = read_path(request, GAME)["game"]
+    q = read_query(request, BOARD_QUERY)
+    user_id = await _target_user(request, principal, USER)
+    result = await ranks.user_rank(_services(request), game, user_id, q["period"], q["at"])
     return JSON(result)
 
 
@@ -153,40 +156,35 @@ async def board_user(request: Request) -> Response:
     tag="leaderboards",
     response=ranks.MembersPage,
     path=GAME,
-    query={**BOARD_QUERY, "ids": Param(str, "comma-separated user ids, 1..100", required=True)},
+    query=MEMBERS_QUERY,
     auth=True,
-    errors=(404, 422),
+    description="An id that names no user is listed in `missing`, like one not on the board.",
+    errors=(404, 422, 503),
 )
 async def board_members(request: Request) -> Response:
     await require_principal(request)
-    raw = request.query_params.get("ids", "")
-    try:
-        ids = list(dict.fromkeys(int(x) for x in raw.split(",") if x.strip()))
-    except ValueError:
-        raise invalid("ids must be integers", {"ids": "comma-separated user ids"}) from None
-    if not 1 <= len(ids) <= MAX_MEMBERS:
-        raise invalid("between 1 and 100 ids", {"ids": f"1..{MAX_MEMBERS} user ids"})
-    result = await ranks.members(
-        _services(request),
-        request.path_params["game"],
-        ids,
-        request.query_params.get("period", "all"),
-        _date(request, "at"),
-    )
+    game = read_path(request, GAME)["game"]
+    q = read_query(request, MEMBERS_QUERY)
+    ids = list(dict.fromkeys(int(x) for x in q["ids"].split(",")))
+    # An id wider than int64 (or 0) names no user: missing, like any unknown id.
+    wild = [uid for uid in ids if user_id_of(str(uid)) is None]
+    found = [uid for uid in ids if uid not in wild]
+    result = await ranks.members(_services(request), game, found, q["period"], q["at"])
+    result.missing += wild
     return JSON(result)
 
 
 @spec(
     summary="Every board of one user, with rank and percentile",
     tag="leaderboards",
-    response=shape("UserBoards", user_id=int, boards=list[ranks.UserRank]),
+    response=shape("UserBoards", user_id=UserId, boards=list[ranks.UserRank]),
     path=USER,
     auth=True,
-    errors=(422,),
+    errors=(404, 422, 503),
 )
 async def user_ranks(request: Request) -> Response:
     principal = await require_principal(request)
-    user_id = _target_user(principal, request.path_params["user_id"])
+    user_id = await _target_user(request, principal, USER)
     boards = await ranks.boards_of_user(_services(request), user_id)
     return JSON({"user_id": user_id, "boards": boards})
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
-from podium.errors import ApiError, bad_request, invalid
+from podium.api.spec import Param
+from podium.errors import ApiError, bad_request, invalid, not_found
 
 T = TypeVar("T")
 
@@ -42,6 +44,9 @@ def decode_json(data: bytes, type_: type[T]) -> T:
         raw = msgspec.json.decode(data)
     except msgspec.DecodeError:
         raise bad_request("request body is not valid JSON") from None
+    except RecursionError:
+        # msgspec recurses per nesting level: a small body can nest deeper than the stack.
+        raise bad_request("request body nests too deeply") from None
     try:
         return msgspec.convert(raw, type_)
     except msgspec.ValidationError as exc:
@@ -62,3 +67,64 @@ def validation_details(text: str) -> dict[str, str]:
         field = f"{field}.{named[2]}" if field else named[2]
         message = "required" if named[1] == "missing required" else "unknown field"
     return {field or "body": message}
+
+
+_INTEGER = re.compile(r"^-?[0-9]{1,19}$")
+
+
+def convert_param(raw: str, param: Param) -> Any:
+    """`raw` as `param.type`, strictly: "" and "3.0" are no integers; Meta bounds apply.
+
+    Raises msgspec.ValidationError; a digit string is tried as an integer only after
+    the text itself did not fit, so a str type keeps its digits.
+    """
+    try:
+        return msgspec.convert(raw, param.type)
+    except msgspec.ValidationError:
+        if not _INTEGER.fullmatch(raw):
+            raise
+    return msgspec.convert(int(raw), param.type)
+
+
+def read_query(request: HTTPConnection, params: Mapping[str, Param]) -> dict[str, Any]:
+    """Every documented query parameter, parsed as documented; 422 names the bad one.
+
+    An empty value is not "absent", and a parameter given twice is refused: the
+    document states one value of the parameter's type. Works on a WebSocket too.
+    """
+    out: dict[str, Any] = {}
+    for name, param in params.items():
+        values = request.query_params.getlist(name)
+        if not values:
+            if param.required:
+                raise invalid(f"{name} is required", {name: "required"})
+            out[name] = param.default
+            continue
+        if len(values) > 1:
+            raise invalid(f"{name} is given more than once", {name: "give it once"})
+        try:
+            out[name] = convert_param(values[0], param)
+        except msgspec.ValidationError as exc:
+            raise invalid(f"{name} is invalid", {name: str(exc).partition(" - at ")[0]}) from None
+    return out
+
+
+def read_path(
+    request: Request, params: Mapping[str, Param], creates: bool = False
+) -> dict[str, Any]:
+    """Every path parameter, parsed as documented; one that cannot exist is a 404.
+
+    `user_id` -> "no such user", `game` -> "no such game": the same answer as for a
+    well-formed id that names nothing, so no route treats a wild id differently.
+    With `creates` (the path names what a PUT makes) a bad value is a 422 instead.
+    """
+    out: dict[str, Any] = {}
+    for name, param in params.items():
+        try:
+            out[name] = convert_param(request.path_params[name], param)
+        except msgspec.ValidationError as exc:
+            if creates:
+                detail = str(exc).partition(" - at ")[0]
+                raise invalid(f"{name} is invalid", {name: detail}) from None
+            raise not_found(f"no such {name.removesuffix('_id')}") from None
+    return out

@@ -31,11 +31,16 @@ class ErrorBody(msgspec.Struct):
 
 
 class Param(NamedTuple):
-    """A query or path parameter: its type (anything msgspec can describe)."""
+    """A query or path parameter: its type (anything msgspec can describe).
+
+    The type carries the constraints (an `Annotated[..., msgspec.Meta(...)]` or a
+    Literal): the document states them and `responses.read_query` enforces them.
+    """
 
     type: Any = str
     description: str = ""
     required: bool = False
+    default: Any = None
 
 
 class Operation(msgspec.Struct, frozen=True, kw_only=True):

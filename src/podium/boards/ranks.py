@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import re
 from datetime import UTC, date, datetime
+from typing import Annotated
 
 import msgspec
 
@@ -36,11 +37,13 @@ from podium.boards.sources import (
 from podium.errors import bad_request, invalid, not_found
 from podium.ops import metrics
 from podium.services import Services
-from podium.validation import INT64_MAX, is_slug
+from podium.validation import INT64_MAX, MAX_OFFSET, MAX_PAGE_LIMIT, is_slug
 
-MAX_LIMIT = 200
-# Far beyond any board; keeps offset + limit inside Redis's and PostgreSQL's integers.
-MAX_OFFSET = 1_000_000_000
+MAX_LIMIT = MAX_PAGE_LIMIT
+MAX_RADIUS = 50
+# A cursor may go past MAX_OFFSET (that is what it is for); this keeps offset + limit
+# inside Redis's and PostgreSQL's integers.
+MAX_CURSOR_OFFSET = 1_000_000_000
 # What keys.member() makes: reached_seq (zero-padded), user id, optional time in ms.
 _MEMBER_RE = re.compile(r"\d{15,19}:\d{1,19}(:\d{1,15})?")
 
@@ -129,9 +132,12 @@ def _ms_to_dt(ms: int | None) -> datetime | None:
 
 
 class _Cursor(msgspec.Struct, array_like=True):
-    board: str
-    offset: int
-    member: str
+    """What a cursor carries. A client can forge one: each field has a bound, so a
+    forged offset is a 400 and never a negative or int64-wide OFFSET or ZRANGE."""
+
+    board: Annotated[str, msgspec.Meta(max_length=128)]
+    offset: Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX - MAX_PAGE_LIMIT)]
+    member: Annotated[str, msgspec.Meta(max_length=256)]
 
 
 def encode_cursor(board: str, offset: int, member: str) -> str:
@@ -150,7 +156,7 @@ def decode_cursor(cursor: str, board: str) -> _Cursor:
     if value.board != board:
         raise bad_request("cursor belongs to another board", {"cursor": "use it on its board"})
     # Cursors are not signed: its offset and member are client values like any other.
-    if not 0 <= value.offset <= MAX_OFFSET or (
+    if not 0 <= value.offset <= MAX_CURSOR_OFFSET or (
         value.member and _MEMBER_RE.fullmatch(value.member) is None
     ):
         raise bad_request("malformed cursor", {"cursor": "not a cursor this server issued"})
@@ -283,8 +289,8 @@ async def around(
     at: date | None = None,
 ) -> Page:
     """The user and up to `radius` neighbours above and below, clipped at the ends."""
-    if not 0 <= radius <= 50:
-        raise invalid("radius out of range", {"radius": "0..50"})
+    if not 0 <= radius <= MAX_RADIUS:
+        raise invalid("radius out of range", {"radius": f"0..{MAX_RADIUS}"})
     _check_users([user_id])
     board = await resolve_board(services, game, period, at)
     total, ranks = await board_ranks(services, board, [user_id])

@@ -7,6 +7,7 @@ page loads the bundle and `docs-init.js` from `/docs/static/`, all same-origin.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import swagger_ui_bundle
 from starlette.requests import Request
@@ -29,6 +30,9 @@ STATIC_FILES: dict[str, tuple[Path, str]] = {
     "favicon-32x32.png": (BUNDLE_DIR / "favicon-32x32.png", "image/png"),
     "docs-init.js": (INIT_SCRIPT, "text/javascript; charset=utf-8"),
 }
+
+# The document lists them: a client can know every name this route serves.
+StaticName = Literal[tuple(STATIC_FILES)]  # type: ignore[valid-type]
 
 PAGE = """<!doctype html>
 <html lang="en">
@@ -62,7 +66,7 @@ async def docs_page(request: Request) -> Response:
     tag="ops",
     response=str,
     media_type="*/*",
-    path={"name": Param(str, "one of the bundled Swagger UI files, or docs-init.js")},
+    path={"name": Param(StaticName, "one of the bundled Swagger UI files, or docs-init.js")},
     errors=(404,),
 )
 async def docs_static(request: Request) -> Response:

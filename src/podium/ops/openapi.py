@@ -145,6 +145,10 @@ def to_openapi30(node: Any) -> Any:
 
 
 def _param(name: str, where: str, param: Param, schema: dict[str, Any]) -> dict[str, Any]:
+    if param.default is not None:
+        # No siblings beside a $ref in 3.0: wrap it.
+        base = {"allOf": [schema]} if "$ref" in schema else schema
+        schema = {**base, "default": msgspec.to_builtins(param.default)}
     out: dict[str, Any] = {
         "name": name,
         "in": where,
@@ -177,7 +181,7 @@ def build(routes: Iterable[BaseRoute], title: str = "Podium") -> dict[str, Any]:
     pending = []
     for path, method, route, op in found:
         names = _CONVERTOR.findall(path)
-        refs = {
+        refs: dict[str, Any] = {
             "body": schemas.add(op.body) if op.body is not None else None,
             "response": schemas.add(op.response) if op.response is not None else None,
             "alternatives": {m: schemas.add(t) for m, t in op.alternatives.items()},
@@ -223,10 +227,10 @@ def build(routes: Iterable[BaseRoute], title: str = "Podium") -> dict[str, Any]:
         if parameters:
             operation["parameters"] = parameters
         if refs["body"] is not None:
-            media: dict[str, Any] = {"schema": built[refs["body"]]}
+            body: dict[str, Any] = {"schema": built[refs["body"]]}
             if op.body_example is not None:
-                media["example"] = op.body_example
-            operation["requestBody"] = {"required": True, "content": {"application/json": media}}
+                body["example"] = op.body_example
+            operation["requestBody"] = {"required": True, "content": {"application/json": body}}
         operation["security"] = [{"bearer": []}] if op.auth else []
         paths.setdefault(template, {})[method.lower()] = operation
 
@@ -238,7 +242,10 @@ def build(routes: Iterable[BaseRoute], title: str = "Podium") -> dict[str, Any]:
             "description": (
                 "Realtime leaderboards. HTTP API under `/api/v1`; live boards over "
                 "WebSocket under `/ws/v1/` (see docs/protocol.md). Every error has the "
-                'body `{"error": {"code", "message", "details"}}`.'
+                'body `{"error": {"code", "message", "details"}}`. `OPTIONS` on any path '
+                "answers 204 with an `Allow` header listing the path's methods, and a "
+                "method the path lacks is 405 with the same `Allow`; a CORS preflight "
+                "from an allowed origin gets the CORS headers instead."
             ),
         },
         # The API first, then the operators' and the page's routes.
