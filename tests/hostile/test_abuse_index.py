@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import msgspec
@@ -47,7 +47,7 @@ class HoldingProxy:
     connection that sends `marker` instead. Everything else flows."""
 
     def __init__(self, target_url: str, marker: bytes) -> None:
-        parts = urlsplit(target_url)
+        parts = self._target = urlsplit(target_url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 6379
         self.marker = marker
         self.armed = False
@@ -61,7 +61,10 @@ class HoldingProxy:
     async def __aenter__(self) -> HoldingProxy:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         port = self._server.sockets[0].getsockname()[1]
-        self.url = f"redis://127.0.0.1:{port}/0"
+        # Same credentials and database as the target: only the address changes.
+        t = self._target
+        auth = f"{t.username or ''}:{t.password}@" if t.password else ""
+        self.url = urlunsplit((t.scheme, f"{auth}127.0.0.1:{port}", t.path, t.query, ""))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
