@@ -308,12 +308,31 @@ _MISSING_TAG = "Object missing required field `type`"
 
 
 class BadMessage(Exception):
-    """A client message that cannot be used; `code` and text are safe to send back."""
+    """A client message that cannot be used; `code` and text are safe to send back.
 
-    def __init__(self, code: str, message: str) -> None:
+    `event_id` is the frame's own id when that much of it is well-formed, so a client can
+    tell which of its writes was refused.
+    """
+
+    def __init__(self, code: str, message: str, event_id: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.event_id = event_id
+
+
+class _EventIdOnly(msgspec.Struct):
+    event_id: EventId | None = None
+
+
+_event_id_decoder = msgspec.json.Decoder(_EventIdOnly)
+
+
+def _event_id_of(data: bytes | str) -> str | None:
+    try:
+        return _event_id_decoder.decode(data).event_id
+    except (msgspec.DecodeError, RecursionError):
+        return None
 
 
 def decode_client(
@@ -327,7 +346,7 @@ def decode_client(
         if seed is None or not text.startswith(_MISSING_TAG):
             if text.startswith("Invalid value") and "$.type" in text:
                 raise BadMessage("unknown_type", "unknown message type") from None
-            raise BadMessage("invalid", _clip(text)) from None
+            raise BadMessage("invalid", _clip(text), _event_id_of(data)) from None
     except msgspec.DecodeError:
         raise BadMessage("bad_json", "message is not valid JSON") from None
     except RecursionError:

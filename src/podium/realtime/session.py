@@ -294,8 +294,14 @@ class Session:
         if self._abuse > self.limits.max_abuse:
             self.close_soon(code)
 
-    def _bad(self, code: str, message: str, close: CloseCode = WS_POLICY) -> None:
-        self.reply(Error(code=code, message=message))
+    def _bad(
+        self,
+        code: str,
+        message: str,
+        close: CloseCode = WS_POLICY,
+        event_id: str | None = None,
+    ) -> None:
+        self.reply(Error(code=code, message=message, event_id=event_id))
         self._strike(close)
 
     async def run(
@@ -330,7 +336,7 @@ class Session:
             try:
                 request = decode_client(text, seed)
             except BadMessage as exc:
-                self._bad(exc.code, exc.message)
+                self._bad(exc.code, exc.message, event_id=exc.event_id)
                 continue
             match request:
                 case Ping():
