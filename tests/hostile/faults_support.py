@@ -110,6 +110,8 @@ class Observed:
     transport_errors: int = 0
     closes: Counter[int | None] = field(default_factory=Counter)
     handshake_refusals: Counter[int] = field(default_factory=Counter)
+    read_status: Counter[int] = field(default_factory=Counter)
+    handshakes: int = 0
     snapshots: int = 0
     pushes: int = 0
     gaps: int = 0
@@ -125,6 +127,8 @@ class Observed:
             "transport_errors": self.transport_errors,
             "closes": dict(self.closes),
             "handshake_refusals": dict(self.handshake_refusals),
+            "handshakes": self.handshakes,
+            "read_status": dict(self.read_status),
             "snapshots": self.snapshots,
             "pushes": self.pushes,
             "gaps": self.gaps,
@@ -196,10 +200,17 @@ class Load:
                 task = self._scoreboard(i // 2, game, board, holder)
                 self._tasks.append(asyncio.create_task(task))
 
+        # Readers and a socket that connects again and again: reads fall back to
+        # PostgreSQL and handshakes go on while Redis is away.
+        for i in range(len(self.alive)):
+            self._tasks.append(asyncio.create_task(self._reader(i)))
+            self._tasks.append(asyncio.create_task(self._churn(i)))
+
     async def stop_writers(self) -> None:
+        """Stop the writers, readers and churn; the subscribers keep watching."""
         self._stop.set()
-        writers = self._tasks[: len(self.writers)]
-        await asyncio.gather(*writers)
+        churn = 2 * len(self.servers)
+        await asyncio.gather(*self._tasks[: len(self.writers)], *self._tasks[-churn:])
 
     async def close(self) -> None:
         self._stop.set()
@@ -234,6 +245,49 @@ class Load:
                     await self._notify()
                     await asyncio.sleep(self.pace)  # the write rate, not a wait for a state
             n += 1
+            await asyncio.sleep(self.pace)
+
+    async def _reader(self, i: int) -> None:
+        n = i
+        while not self._stop.is_set():
+            server = self.server(n)
+            n += 1
+            async with httpx.AsyncClient(base_url=server.url, timeout=15) as http:
+                while not self._stop.is_set() and server in self.alive:
+                    path = f"/api/v1/leaderboards/{self._rng.choice(self.games)}?limit=10"
+                    try:
+                        r = await http.get(path, headers=self.watcher.headers)
+                    except httpx.HTTPError:
+                        self.seen.transport_errors += 1
+                        break
+                    self.seen.read_status[r.status_code] += 1
+                    await self._notify()
+                    await asyncio.sleep(self.pace)
+            await asyncio.sleep(self.pace)
+
+    async def _churn(self, i: int) -> None:
+        """Open a scoreboard socket, take its first message, close; again."""
+        n = i
+        while not self._stop.is_set():
+            server = self.server(n)
+            url = f"{server.ws_url}/ws/v1/scoreboard?game={self._rng.choice(self.games)}"
+            try:
+                async with connect(
+                    url, additional_headers=self.watcher.headers, open_timeout=15
+                ) as ws:
+                    self.seen.handshakes += 1
+                    first = json.loads(await asyncio.wait_for(ws.recv(), 15))
+                    if first.get("type") != "snapshot":
+                        self.seen.ws_errors[f"first message {first.get('type')}"] += 1
+            except ConnectionClosed as exc:
+                self.seen.closes[exc.rcvd.code if exc.rcvd else 1006] += 1
+                n += 1
+            except InvalidStatus as exc:
+                self.seen.handshake_refusals[exc.response.status_code] += 1
+            except (OSError, InvalidHandshake, TimeoutError):
+                self.seen.transport_errors += 1
+                n += 1
+            await self._notify()
             await asyncio.sleep(self.pace)
 
     async def _ws_writer(self, i: int, account: Account) -> None:
