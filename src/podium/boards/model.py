@@ -10,6 +10,9 @@ from typing import Literal
 import asyncpg
 import msgspec
 
+from podium.boards.writer import is_unavailable
+from podium.errors import unavailable
+
 Order = Literal["desc", "asc"]
 Operator = Literal["best", "sum", "last", "decr"]
 Policy = Literal["client", "actions", "authoritative"]
@@ -161,7 +164,16 @@ class GameCache:
         hit = self._entries.get(game_id)
         if hit is not None and now - hit[0] < self.ttl:
             return hit[1]
-        game = await fetch_game(self.pool, game_id)
+        try:
+            game = await fetch_game(self.pool, game_id)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            # PostgreSQL is down: reads served from Redis need only the game's order,
+            # which never changes, so a known game keeps resolving; an unknown one is 503.
+            if hit is not None:
+                return hit[1]
+            raise unavailable("the game store is unavailable") from None
         if len(self._entries) > 10_000:
             self._entries.clear()
         self._entries[game_id] = (now, game)
