@@ -337,8 +337,6 @@ class Load:
             n += 1
             query = f"game={game}" + (f"&since={board.seq}" if board.seq is not None else "")
             got: list[str] = []
-            if again:
-                self.seen.resumed.append(got)
             try:
                 async with connect(
                     f"{server.ws_url}/ws/v1/scoreboard?{query}",
@@ -347,6 +345,8 @@ class Load:
                     compression=None,
                 ) as ws:
                     holder[0] = ws
+                    if again:
+                        self.seen.resumed.append(got)
                     if not await self._follow(ws, board, got):
                         self.seen.closes[ws.close_code] += 1  # the server closed cleanly
             except ConnectionClosed as exc:
