@@ -239,3 +239,24 @@ async def test_instance_killed_clients_move_with_one_snapshot(
     assert on_victim >= 1
     # Each socket that came back (with `since`) got exactly one snapshot or `synced`.
     assert all(len(got) == 1 for got in load.seen.resumed), load.seen.resumed
+
+
+async def test_flushall_while_postgres_is_down(
+    cluster: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Redis loses its data while the log cannot be read: the rebuild has to wait for
+    PostgreSQL and still happen."""
+    load = cluster.load
+    await load.start()
+    await _steady(load)
+    await asyncio.to_thread(cluster.stores.crash_postgres)
+    redis = aioredis.Redis.from_url(cluster.stores.redis_url)
+    try:
+        await redis.flushall()
+    finally:
+        await redis.aclose()
+    cluster.stores.faults.append("FLUSHALL")
+    await _through_outage(load)
+    await asyncio.to_thread(cluster.stores.restart_postgres)
+    await _steady(load)
+    await settle_and_check(cluster, "FLUSHALL while postgres down", CLOSES_ON_STORE_FAULT, capsys)
