@@ -11,6 +11,7 @@ a store is down), and every socket either stayed open or got a documented close 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import tempfile
@@ -107,12 +108,15 @@ async def _boards_equal_log(cl: Cluster, redis: aioredis.Redis, pool: object) ->
     prefix = cl.env.env["PODIUM_REDIS_PREFIX"]
     epoch = BoardKeys(prefix).epoch
     # The instances notice the loss and rebuild on their own; poll the stores until then.
-    async with asyncio.timeout(90):
-        while True:
-            expected = await recompute(pool)  # type: ignore[arg-type]
-            if await redis.exists(epoch) and await redis_boards(redis, prefix) == expected:
-                return
-            await asyncio.sleep(0.2)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(90):
+            while True:
+                expected = await recompute(pool)  # type: ignore[arg-type]
+                if await redis.exists(epoch) and await redis_boards(redis, prefix) == expected:
+                    return
+                await asyncio.sleep(0.2)
+    assert await redis.exists(epoch), "no rebuild completed"
+    assert await redis_boards(redis, prefix) == await recompute(pool)  # type: ignore[arg-type]
 
 
 def _server_log(env: Env) -> dict[str, int]:
@@ -156,13 +160,18 @@ async def settle_and_check(
         await _boards_equal_log(cl, redis, pool)
         tops = {g: (await read_board(redis, prefix, g, cl.desc[g]))[:10] for g in cl.games}
         # Every subscriber ends up showing the boards (a gap makes it resync with since).
-        await load.wait_for(
-            lambda _: (
-                all(board.top() == tops[game] for game, board, _ in load.boards)
-                and all(page.get("entries") == tops[game] for game, page in load.pages)
-            ),
-            timeout=30,
-        )
+
+        def converged(_: object) -> bool:
+            return all(board.top() == tops[game] for game, board, _ in load.boards) and all(
+                page.get("entries") == tops[game] for game, page in load.pages
+            )
+
+        with contextlib.suppress(TimeoutError):
+            await load.wait_for(converged, timeout=30)
+        views = [(g, b.top()) for g, b, _ in load.boards] + [
+            (g, p.get("entries")) for g, p in load.pages
+        ]
+        assert converged(None), {"expected": tops, "subscribers": views}
     finally:
         await pool.close()
         await redis.aclose()
