@@ -160,6 +160,7 @@ class Load:
         self.seen = Observed()
         self.boards: list[tuple[str, Board, list[ClientConnection | None]]] = []
         self.pages: list[tuple[str, dict[str, Any]]] = []
+        self.ranks: list[tuple[str, Account, dict[str, Any]]] = []
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._changed = asyncio.Condition()
@@ -200,6 +201,11 @@ class Load:
                 task = self._scoreboard(i // 2, game, board, holder)
                 self._tasks.append(asyncio.create_task(task))
 
+        # Two writers also watch their own rank, on different instances.
+        for i, account in enumerate(self.writers[:2]):
+            view: dict[str, Any] = {}
+            self.ranks.append((self.games[i % len(self.games)], account, view))
+            self._tasks.append(asyncio.create_task(self._my_score(i, *self.ranks[-1])))
         # Readers and a socket that connects again and again: reads fall back to
         # PostgreSQL and handshakes go on while Redis is away.
         for i in range(len(self.alive)):
@@ -387,6 +393,34 @@ class Load:
                 board.seq = msg["seq"]
             await self._notify()
         return False
+
+    async def _my_score(self, i: int, game: str, account: Account, view: dict[str, Any]) -> None:
+        n = i
+        while True:
+            server = self.server(n)
+            n += 1
+            try:
+                async with connect(
+                    f"{server.ws_url}/ws/v1/my-score?game={game}",
+                    additional_headers=account.headers,
+                    open_timeout=15,
+                    compression=None,
+                ) as ws:
+                    async for raw in ws:
+                        msg = json.loads(raw)
+                        if msg.get("type") == "rank":
+                            self.seen.pushes += 1
+                            view.update(rank=msg["rank"], score=msg["score"], total=msg["total"])
+                        await self._notify()
+                self.seen.closes[ws.close_code] += 1  # the server closed cleanly
+            except ConnectionClosed as exc:
+                self.seen.closes[exc.rcvd.code if exc.rcvd else 1006] += 1
+            except InvalidStatus as exc:
+                self.seen.handshake_refusals[exc.response.status_code] += 1
+            except (OSError, InvalidHandshake, TimeoutError):
+                self.seen.transport_errors += 1
+            await self._notify()
+            await asyncio.sleep(self.pace)
 
     async def _scores(self, i: int, game: str, page: dict[str, Any]) -> None:
         n = i

@@ -119,6 +119,14 @@ async def _boards_equal_log(cl: Cluster, redis: aioredis.Redis, pool: object) ->
     assert await redis_boards(redis, prefix) == await recompute(pool)  # type: ignore[arg-type]
 
 
+def _rank_of(board: list[tuple[int, int]], user_id: int) -> dict[str, int | None]:
+    """What `my-score` should say for `user_id` on a board read from Redis."""
+    for i, (uid, value) in enumerate(board):
+        if uid == user_id:
+            return {"rank": i + 1, "score": value, "total": len(board)}
+    return {"rank": None, "score": None, "total": len(board)}
+
+
 def _server_log(env: Env) -> dict[str, int]:
     """Warnings and errors in the instances' logs (JSON lines), by event: a store
     failing is logged (reported for the reader), a client never sees it (asserted)."""
@@ -158,12 +166,16 @@ async def settle_and_check(
             print(f"\nFAULT PASS {json.dumps(report)}")
         assert not seen.acked - logged, "acknowledged writes missing from the log"
         await _boards_equal_log(cl, redis, pool)
-        tops = {g: (await read_board(redis, prefix, g, cl.desc[g]))[:10] for g in cl.games}
+        full = {g: await read_board(redis, prefix, g, cl.desc[g]) for g in cl.games}
+        tops = {g: rows[:10] for g, rows in full.items()}
+        ranks = [_rank_of(full[g], account.id) for g, account, _ in load.ranks]
         # Every subscriber ends up showing the boards (a gap makes it resync with since).
 
         def converged(_: object) -> bool:
-            return all(board.top() == tops[game] for game, board, _ in load.boards) and all(
-                page.get("entries") == tops[game] for game, page in load.pages
+            return (
+                all(board.top() == tops[game] for game, board, _ in load.boards)
+                and all(page.get("entries") == tops[game] for game, page in load.pages)
+                and all(view == want for (_, _, view), want in zip(load.ranks, ranks, strict=True))
             )
 
         with contextlib.suppress(TimeoutError):
@@ -171,7 +183,8 @@ async def settle_and_check(
         views = [(g, b.top()) for g, b, _ in load.boards] + [
             (g, p.get("entries")) for g, p in load.pages
         ]
-        assert converged(None), {"expected": tops, "subscribers": views}
+        views += [view for _, _, view in load.ranks]
+        assert converged(None), {"expected": tops, "ranks": ranks, "subscribers": views}
     finally:
         await pool.close()
         await redis.aclose()
