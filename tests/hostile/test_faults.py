@@ -180,9 +180,8 @@ async def settle_and_check(
 
         with contextlib.suppress(TimeoutError):
             await load.wait_for(converged, timeout=30)
-        views = [(g, b.top()) for g, b, _ in load.boards] + [
-            (g, p.get("entries")) for g, p in load.pages
-        ]
+        views: list[object] = [(g, b.top()) for g, b, _ in load.boards]
+        views += [(g, p.get("entries")) for g, p in load.pages]
         views += [view for _, _, view in load.ranks]
         assert converged(None), {"expected": tops, "ranks": ranks, "subscribers": views}
     finally:
