@@ -20,13 +20,22 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 
 from podium.bench.harness import Env
 from podium.boards.keys import BoardKeys
 from podium.store.db import create_pool
-from tests.boards_helpers import read_board
+from tests.boards_helpers import create_game, post_score, read_board
+from tests.conftest import (
+    RunningApp,
+    Stores,
+    make_admin,
+    make_settings,
+    register_and_login,
+    running_app,
+)
 from tests.hostile.faults_support import (
     CLOSES_ON_CRASH,
     CLOSES_ON_STORE_FAULT,
@@ -34,6 +43,7 @@ from tests.hostile.faults_support import (
     Load,
 )
 from tests.test_rebuild import recompute, redis_boards
+from tests.ws_helpers import open_ws, recv
 
 # (operator, order) of the two games the load writes to.
 GAMES = (("sum", "desc"), ("best", "asc"))
@@ -281,3 +291,80 @@ async def test_flushall_while_postgres_is_down(
     await asyncio.to_thread(cluster.stores.restart_postgres)
     await _steady(load)
     await settle_and_check(cluster, "FLUSHALL while postgres down", CLOSES_ON_STORE_FAULT, capsys)
+
+
+# --- the findings, one focused test each (in-process app on the same private stores) ---
+
+
+@contextlib.asynccontextmanager
+async def _app_on(stores: FaultStores) -> AsyncIterator[tuple[RunningApp, httpx.AsyncClient]]:
+    settings = make_settings(Stores(stores.redis_url, stores.database_url))
+    async with (
+        running_app(settings) as app,
+        httpx.AsyncClient(base_url=app.url + "/api/v1", timeout=30) as http,
+    ):
+        yield app, http
+
+
+async def _postgres_back(stores: FaultStores) -> None:
+    if stores.postgres.proc is not None and stores.postgres.proc.poll() is not None:
+        await asyncio.to_thread(stores.restart_postgres)
+
+
+async def test_postgres_down_known_games_still_read_from_redis(fault_stores: FaultStores) -> None:
+    """Was: every read and scoreboard handshake of a game not looked up in the last
+    second was a 500 (an unmapped ConnectionRefusedError in the game lookup)."""
+    async with _app_on(fault_stores) as (app, http):
+        assert app.services is not None
+        admin = await make_admin(app, http)
+        player = await register_and_login(http)
+        game = (await create_game(http, admin))["id"]
+        assert (await post_score(http, player, game, 7)).status_code == 200
+        # A first read caches the display names (a name never read needs PostgreSQL).
+        assert (await http.get(f"/leaderboards/{game}", headers=player.headers)).status_code == 200
+        # Every lookup goes to PostgreSQL, as each one does once the cache's 1 s passed.
+        app.services.extras["games"].ttl = 0  # type: ignore[attr-defined]
+        await asyncio.to_thread(fault_stores.crash_postgres)
+        try:
+            r = await http.get(f"/leaderboards/{game}", headers=player.headers)
+            assert r.status_code == 200, r.text
+            assert [e["score"] for e in r.json()["entries"]] == [7]
+            r = await http.get("/leaderboards/never-seen", headers=player.headers)
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "unavailable"
+            ws = await open_ws(app, "scoreboard", player, game=game)
+            try:
+                snapshot = await recv(ws)
+                assert snapshot["type"] == "snapshot" and snapshot["entries"][0]["score"] == 7
+            finally:
+                await ws.close()
+        finally:
+            await _postgres_back(fault_stores)
+
+
+async def test_postgres_down_while_index_rebuilds_reads_are_503(
+    fault_stores: FaultStores,
+) -> None:
+    """Was: with Redis lost and PostgreSQL down, reads fell back to `board_values` and
+    the connection error came out as a 500."""
+    async with _app_on(fault_stores) as (app, http):
+        admin = await make_admin(app, http)
+        player = await register_and_login(http)
+        game = (await create_game(http, admin))["id"]
+        assert (await post_score(http, player, game, 7)).status_code == 200
+        await asyncio.to_thread(fault_stores.crash_postgres)
+        redis = aioredis.Redis.from_url(fault_stores.redis_url)
+        try:
+            await redis.flushall()
+            # Redis answers from the emptied index until the watcher notices (≤ 1 s);
+            # from then on reads go to PostgreSQL, which is down.
+            path = f"/leaderboards/{game}"
+            async with asyncio.timeout(15):
+                r = await http.get(path, headers=player.headers)
+                while r.status_code == 200:
+                    r = await http.get(path, headers=player.headers)
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "unavailable"
+        finally:
+            await redis.aclose()
+            await _postgres_back(fault_stores)
