@@ -59,3 +59,13 @@ def test_bench_soak_samples_rss_and_fds(tmp_path: Path) -> None:
     assert len(load) >= 2 and all(s["rss_mb"] > 0 and s["fds"] > 0 for s in load)
     assert figures["rss_after_warmup_mb"]["spread_pct"] is not None
     assert "MB" in result.stdout and "rss_after_warmup_mb.flat" in result.stdout
+
+
+def test_soak_flatness_is_the_spread_over_the_smallest_sample() -> None:
+    from podium.bench.soak import flatness
+
+    flat = flatness([{"rss_mb": 100.0}, {"rss_mb": 109.0}, {"rss_mb": 104.0}])
+    assert flat == {"min": 100.0, "max": 109.0, "first": 100.0, "last": 104.0,
+                    "spread_pct": 9.0, "flat": True}  # fmt: skip
+    assert flatness([{"rss_mb": 100.0}, {"rss_mb": 111.0}])["flat"] is False
+    assert flatness([{"t_s": 0}])["flat"] is None  # no sample: no verdict
