@@ -1,11 +1,15 @@
 """The fault pass: stores and instances fail while writers write and subscribers watch.
 
 Each scenario runs two `podium serve` processes on a private Valkey and PostgreSQL (the
-pass kills them, so never the machine's servers), with HTTP and add-score writers and
-scoreboard and scores subscribers on both. After the fault and the recovery it asserts:
+pass kills them, so never the machine's servers), with HTTP and add-score writers,
+readers, scoreboard / scores / my-score subscribers and a socket that reconnects again
+and again, spread over both instances. After the fault and the recovery it asserts:
 every acknowledged write is in the log, the Redis boards equal a recomputation from the
-log, every subscriber's copy converges to them, no request got a 500 (503 is fine while
-a store is down), and every socket either stayed open or got a documented close code.
+log, every subscriber's view converges to them, no request or handshake got a 500 (503
+is fine while a store is down), and every socket either stayed open or got a documented
+close code. Each scenario prints one `FAULT PASS {...}` line: writes acknowledged vs
+logged, the faults injected, what the clients saw, warnings in the servers' logs.
+The last two tests pin the bugs the pass found, one each, on an in-process app.
 """
 
 from __future__ import annotations
