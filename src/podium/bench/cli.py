@@ -25,7 +25,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     # Imported here: the bench needs psutil (from the default dependency groups), and
     # the rest of the CLI must work without it.
     from podium.bench import soak, workloads
-    from podium.bench.harness import Env, pin
+    from podium.bench.harness import Env, pin, raise_fd_limit
 
     opt = workloads.Options(
         duration=args.duration,
@@ -49,6 +49,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         warmup=args.warmup,
     )
     pin(args.client_cpu)
+    raise_fd_limit()
     chosen = (
         ["writes", "fanout", "reads", "memory", "cluster"]
         if args.workload == "all"
