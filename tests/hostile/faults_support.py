@@ -137,8 +137,9 @@ class Observed:
 
 
 class Load:
-    """HTTP and add-score writers, scoreboard and scores subscribers, on every live
-    instance; a client whose instance dies moves to another one, as real clients do."""
+    """HTTP and add-score writers, readers, scoreboard / scores / my-score subscribers
+    and a reconnecting socket, on every live instance; a client whose instance dies
+    moves to another one, as real clients do."""
 
     def __init__(
         self,
@@ -163,6 +164,7 @@ class Load:
         self.ranks: list[tuple[str, Account, dict[str, Any]]] = []
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._stoppable: list[asyncio.Task[None]] = []  # writers, readers, churn
         self._changed = asyncio.Condition()
         self._rng = random.Random(9)
 
@@ -187,7 +189,7 @@ class Load:
         # instance has writers of both kinds and subscribers of both kinds.
         for i, account in enumerate(self.writers):
             job = self._http_writer if i % 2 else self._ws_writer
-            self._tasks.append(asyncio.create_task(job(i // 2, account)))
+            self._stoppable.append(asyncio.create_task(job(i // 2, account)))
         for i in range(self.n_subscribers):
             game = self.games[(i // 2) % len(self.games)]
             if i % 2:
@@ -209,14 +211,14 @@ class Load:
         # Readers and a socket that connects again and again: reads fall back to
         # PostgreSQL and handshakes go on while Redis is away.
         for i in range(len(self.alive)):
-            self._tasks.append(asyncio.create_task(self._reader(i)))
-            self._tasks.append(asyncio.create_task(self._churn(i)))
+            self._stoppable.append(asyncio.create_task(self._reader(i)))
+            self._stoppable.append(asyncio.create_task(self._churn(i)))
+        self._tasks += self._stoppable
 
     async def stop_writers(self) -> None:
         """Stop the writers, readers and churn; the subscribers keep watching."""
         self._stop.set()
-        churn = 2 * len(self.servers)
-        await asyncio.gather(*self._tasks[: len(self.writers)], *self._tasks[-churn:])
+        await asyncio.gather(*self._stoppable)
 
     async def close(self) -> None:
         self._stop.set()
