@@ -42,3 +42,30 @@ def test_bench_workload_runs(workload: str, tmp_path: Path) -> None:
     else:
         assert figures["sockets"] == 20 and figures["kb_per_socket"] is not None
     assert "figure" in result.stdout  # the printed table
+
+
+def test_bench_soak_samples_rss_and_fds(tmp_path: Path) -> None:
+    out = tmp_path / "soak.json"
+    args = [sys.executable, "-m", "podium", "bench", "soak", "--duration", "2", "--idle", "6",
+            "--active", "6", "--procs", "2", "--rate", "10", "--accounts", "3",
+            "--sample-every", "0.5", "--json", str(out)]  # fmt: skip
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(out.read_text())["soak"]
+    assert figures["sockets"] == 12 and figures["connect_failures"] == 0
+    assert figures["closed_during_soak"] == 0
+    assert figures["writes"] > 0 and figures["write_errors"] == 0 and figures["pushes"] > 0
+    load = [s for s in figures["samples"] if s["phase"] == "load"]
+    assert len(load) >= 2 and all(s["rss_mb"] > 0 and s["fds"] > 0 for s in load)
+    assert figures["rss_after_warmup_mb"]["spread_pct"] is not None
+    assert "MB" in result.stdout and "rss_after_warmup_mb.flat" in result.stdout
+
+
+def test_soak_flatness_is_the_spread_over_the_smallest_sample() -> None:
+    from podium.bench.soak import flatness
+
+    flat = flatness([{"rss_mb": 100.0}, {"rss_mb": 109.0}, {"rss_mb": 104.0}])
+    assert flat == {"min": 100.0, "max": 109.0, "first": 100.0, "last": 104.0,
+                    "spread_pct": 9.0, "flat": True}  # fmt: skip
+    assert flatness([{"rss_mb": 100.0}, {"rss_mb": 111.0}])["flat"] is False
+    assert flatness([{"t_s": 0}])["flat"] is None  # no sample: no verdict

@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from types import ModuleType
 
+import asyncpg
 import redis.asyncio as aioredis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -22,7 +23,8 @@ from podium.api import auth as auth_api
 from podium.api import health
 from podium.api.middleware import SecurityHeaders
 from podium.api.responses import JSON, error_response
-from podium.errors import ApiError
+from podium.boards.writer import is_unavailable
+from podium.errors import ApiError, unavailable
 from podium.services import Services
 from podium.settings import Settings
 from podium.store.db import create_pool, migrate
@@ -138,6 +140,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _store_error(request: Request, exc: Exception) -> Response:
+    """PostgreSQL unreachable (down, restarting) under any route: 503, not a 500."""
+    if not is_unavailable(exc):
+        raise exc
+    log.warning("store unavailable: %s", exc, extra={"path": request.url.path})
+    return error_response(unavailable("a store is unavailable; try again shortly"))
+
+
 async def _internal_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error", extra={"path": request.url.path})
     return JSON(
@@ -227,6 +237,10 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         exception_handlers={
             ApiError: _api_error,
             HTTPException: _http_error,
+            # Reads and other paths that do not map store errors themselves.
+            OSError: _store_error,
+            asyncpg.PostgresError: _store_error,
+            asyncpg.InterfaceError: _store_error,
             Exception: _internal_error,
         },
     )

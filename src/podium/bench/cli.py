@@ -10,7 +10,7 @@ from typing import Any
 
 from podium.settings import Settings
 
-WORKLOADS = ("writes", "fanout", "reads", "memory", "cluster", "all")
+WORKLOADS = ("writes", "fanout", "reads", "memory", "cluster", "soak", "all")
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
@@ -24,8 +24,8 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     # Imported here: the bench needs psutil (from the default dependency groups), and
     # the rest of the CLI must work without it.
-    from podium.bench import workloads
-    from podium.bench.harness import Env, pin
+    from podium.bench import soak, workloads
+    from podium.bench.harness import Env, pin, raise_fd_limit
 
     opt = workloads.Options(
         duration=args.duration,
@@ -43,8 +43,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         accounts=args.accounts,
         fanout_writers=args.fanout_writers,
         repeat=args.repeat,
+        idle=args.idle,
+        active=args.active,
+        sample_every=args.sample_every,
+        warmup=args.warmup,
     )
     pin(args.client_cpu)
+    raise_fd_limit()
     chosen = (
         ["writes", "fanout", "reads", "memory", "cluster"]
         if args.workload == "all"
@@ -72,6 +77,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 results["memory"] = await workloads.memory(env, opt)
             elif name == "reads":
                 results["reads"] = await workloads.reads(env, opt)
+            elif name == "soak":
+                results["soak"] = await soak.soak(env, opt)
         if name == "fanout" and args.floor:
             results["floor"] = await workloads.floor_fanout(opt)
             results["floor_ratio"] = workloads.ratio(results["fanout"], results["floor"])
@@ -81,6 +88,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     import logging
 
+    from podium.bench.soak import ascii_curve
     from podium.bench.stats import print_table
 
     # One line per setup request would bury the table.
@@ -91,6 +99,11 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     for key, value in results.items():
         if key not in ("options",):
             _flatten(key, value, flat)
+    flat.pop("soak.samples", None)  # printed as a curve above the table
+    samples = results.get("soak", {}).get("samples")
+    if samples:
+        print("server RSS (MB) over time")
+        print(ascii_curve(samples))
     print_table(f"podium bench {args.workload} (target {args.target})", flat)
     if args.json:
         with open(args.json, "w") as fh:
@@ -127,6 +140,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--readers", type=int, default=32, help="concurrent readers (reads)")
     p.add_argument("--repeat", type=int, default=1, help="measure reads N times on one load")
     p.add_argument("--accounts", type=int, default=20, help="accounts the sockets share")
+    p.add_argument("--idle", type=int, default=900, help="sockets on a quiet board (soak)")
+    p.add_argument("--active", type=int, default=100, help="sockets on the written board (soak)")
+    p.add_argument("--sample-every", type=float, default=5.0, help="seconds between samples")
+    p.add_argument("--warmup", type=float, help="seconds of load before RSS must be flat "
+                   "(soak; default a fifth of --duration)")  # fmt: skip
     p.add_argument("--server-cpu", type=int, help="pin the server(s) to this CPU (taskset)")
     p.add_argument("--client-cpu", type=int, help="pin the load to this CPU")
     p.add_argument("--redis-url", help="use this Redis instead of an embedded Valkey")

@@ -259,7 +259,9 @@ async def _subscriber_main(
         missing += len(times) - len(got)
         first.append(min(got) if got else None)
         last.append(max(got) if got else None)
-    conn.send(("result", first, last, counter[2], missing, time.process_time()))
+    # Sockets that ended before the finish: the server closed them (or they failed).
+    dropped = sum(1 for t in tasks if t.done())
+    conn.send(("result", first, last, counter[2], missing, time.process_time(), dropped))
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -293,6 +295,8 @@ class SubscriberPool:
             self.procs.append(proc)
         self.connected = 0
         self.failed = 0
+        self.dropped = 0
+        self.cpu_s = 0.0
 
     async def ready(self) -> None:
         loop = asyncio.get_running_loop()
@@ -311,8 +315,10 @@ class SubscriberPool:
         last: list[float | None] = [None] * len(scores)
         pushes = missing = 0
         self.cpu_s = 0.0
+        self.dropped = 0
         for pipe in self.pipes:
-            _, f, l_, n, miss, cpu = await loop.run_in_executor(None, pipe.recv)
+            _, f, l_, n, miss, cpu, dropped = await loop.run_in_executor(None, pipe.recv)
+            self.dropped += dropped
             pushes += n
             missing += miss
             self.cpu_s += cpu

@@ -70,6 +70,17 @@ def pin(cpu: int | None) -> None:
         os.sched_setaffinity(0, {cpu})
 
 
+def raise_fd_limit() -> int:
+    """Lift this process's open-files limit to its hard limit (the servers and
+    subscriber processes it starts inherit it): 10,000 sockets need 10,000 fds."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
 def _taskset(cpu: int | None) -> list[str]:
     if cpu is None or shutil.which("taskset") is None:
         return []

@@ -43,6 +43,10 @@ class Options:
         self.grace: float = kw.get("grace", 1.5)
         self.fanout_writers: int = kw.get("fanout_writers", 1)
         self.repeat: int = kw.get("repeat", 1)
+        self.idle: int = kw.get("idle", 900)
+        self.active: int = kw.get("active", 100)
+        self.sample_every: float = kw.get("sample_every", 5.0)
+        self.warmup: float | None = kw.get("warmup")
 
 
 def _proc(server: Server) -> psutil.Process | None:
