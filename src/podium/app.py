@@ -23,11 +23,10 @@ from podium.api import auth as auth_api
 from podium.api import health
 from podium.api.middleware import SecurityHeaders
 from podium.api.responses import JSON, error_response
-from podium.boards.writer import is_unavailable
 from podium.errors import ApiError, unavailable
 from podium.services import Services
 from podium.settings import Settings
-from podium.store.db import create_pool, migrate
+from podium.store.db import create_pool, is_unavailable, migrate
 
 log = logging.getLogger("podium")
 
