@@ -10,7 +10,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from podium.ops.metrics import HTTP_REQUESTS
+from podium.metrics import HTTP_REQUESTS
 
 log = logging.getLogger("podium.http")
 

@@ -7,12 +7,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from podium import metrics
 from podium.api.responses import JSON, read_json, validation_details
 from podium.api.spec import spec
 from podium.auth.guards import require_principal
 from podium.boards.scores import ScoreIn, ScoreOut, submit_score
 from podium.errors import ApiError, invalid
-from podium.ops import metrics
 from podium.services import Services
 
 

@@ -18,6 +18,7 @@ from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from podium import metrics
 from podium.api.responses import error_response
 from podium.auth.guards import authenticate_token, bearer_token
 from podium.auth.tokens import Principal, TokenError
@@ -31,7 +32,6 @@ from podium.errors import (
     invalid,
     unavailable,
 )
-from podium.ops import metrics
 from podium.protocol import (
     Ack,
     Error,

@@ -10,9 +10,9 @@ import uuid
 from redis.exceptions import RedisError
 from starlette.requests import HTTPConnection
 
+from podium import metrics
 from podium.auth.tokens import SERVICE_PREFIX, Principal, TokenError, hash_service_secret
 from podium.errors import ApiError, forbidden, not_found, unauthorized
-from podium.ops import metrics
 from podium.services import Services
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from redis.exceptions import RedisError
 
-from podium.ops import metrics
+from podium import metrics
 from podium.services import Services
 from podium.store.db import is_unavailable
 

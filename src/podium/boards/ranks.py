@@ -16,6 +16,7 @@ from typing import Annotated
 
 import msgspec
 
+from podium import metrics
 from podium.boards.keys import GLOBAL
 from podium.boards.model import GameCache
 from podium.boards.names import usernames
@@ -35,7 +36,6 @@ from podium.boards.sources import (
     redis_ranks,
 )
 from podium.errors import bad_request, invalid, not_found
-from podium.ops import metrics
 from podium.services import Services
 from podium.validation import INT64_MAX, MAX_OFFSET, MAX_PAGE_LIMIT, is_slug
 

@@ -25,6 +25,7 @@ from typing import Annotated
 import msgspec
 import redis.exceptions
 
+from podium import metrics
 from podium.auth import ratelimit
 from podium.auth.tokens import Principal
 from podium.boards.model import Game, GameCache
@@ -37,7 +38,6 @@ from podium.errors import (
     not_found,
     rate_limited,
 )
-from podium.ops import metrics
 from podium.services import Services
 from podium.store.db import store_errors
 from podium.validation import INT64_MAX, ActionName, HexSignature, Score, Slug, UserId

@@ -16,10 +16,10 @@ import msgspec
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
+from podium import metrics
 from podium.boards.keys import BoardKeys, board_id, from_zscore, parse_member
 from podium.boards.periods import Period
 from podium.errors import ApiError, unavailable
-from podium.ops import metrics
 from podium.services import Services
 from podium.store.db import is_unavailable
 

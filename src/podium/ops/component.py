@@ -8,10 +8,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from podium import metrics
 from podium.api.responses import JSON
 from podium.api.spec import spec
 from podium.auth.guards import require_metrics_access
-from podium.ops import metrics, openapi
+from podium.ops import openapi
 from podium.ops.docs import docs_page, docs_static
 
 

@@ -18,11 +18,11 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from podium import metrics
 from podium.auth.revocation import RecentRevocations
 from podium.boards.keys import BoardKeys, board_id
 from podium.boards.periods import PERIODS, Period, period_start
 from podium.errors import WS_GOING_AWAY, WS_PERIOD_ENDED, WS_REVOKED, invalid
-from podium.ops import metrics
 from podium.protocol import (
     PageMsg,
     PageRow,

@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 from starlette.types import Receive, Send
 
+from podium import metrics
 from podium.auth.guards import authenticate_token
 from podium.auth.tokens import Principal, TokenError
 from podium.errors import (
@@ -33,7 +34,6 @@ from podium.errors import (
     ApiError,
     CloseCode,
 )
-from podium.ops import metrics
 from podium.protocol import (
     Auth,
     Authed,
