@@ -498,8 +498,4 @@ def test_every_parameter_and_body_field_is_bounded() -> None:
             if "requestBody" in op:
                 schema = op["requestBody"]["content"]["application/json"]["schema"]
                 check(schema, f"{method.upper()} {path} body")
-    # Owned by the other parts of issue 9 (auth: "ident"; scores, reports: "write"); drop
-    # each from this tuple once its shapes are merged.
-    others = ("/api/v1/auth/", "/api/v1/scores", "/api/v1/reports/")
-    left = [x for x in loose if not any(f" {prefix}" in x for prefix in others)]
-    assert not left, "\n".join(left)
+    assert not loose, "\n".join(loose)

@@ -9,21 +9,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from podium.api.responses import JSON
+from podium.api.responses import JSON, read_query
 from podium.api.spec import Param, spec
 from podium.auth.guards import require_principal
 from podium.boards.reports import Report, report_csv, top_report
-from podium.errors import invalid
+from podium.validation import MAX_REPORT_LIMIT, ReportLimit, Slug
 
-
-def _required_date(request: Request, name: str) -> date:
-    raw = request.query_params.get(name)
-    if not raw:
-        raise invalid(f"{name} is required", {name: "YYYY-MM-DD"})
-    try:
-        return date.fromisoformat(raw[:10])
-    except ValueError:
-        raise invalid(f"{name} must be a date", {name: "YYYY-MM-DD"}) from None
+QUERY = {
+    "start": Param(date, "first day (UTC), inclusive", required=True),
+    "end": Param(date, "the day after the last (UTC): exclusive, after `start`", required=True),
+    "limit": Param(ReportLimit, f"rows, 1..{MAX_REPORT_LIMIT}", default=10),
+    "game": Param(Slug, "a game id; all games when absent"),
+    "format": Param(Literal["json", "csv"], "json or csv", default="json"),
+}
 
 
 @spec(
@@ -31,33 +29,22 @@ def _required_date(request: Request, name: str) -> date:
     tag="reports",
     response=Report,
     alternatives={"text/csv": str},
-    query={
-        "start": Param(date, "first day (UTC), inclusive", required=True),
-        "end": Param(date, "the day after the last (UTC): end is exclusive", required=True),
-        "limit": Param(int, "rows (default 10)"),
-        "game": Param(str, "a game id; all games when absent"),
-        "format": Param(Literal["json", "csv"], "json (default) or csv"),
-    },
+    query=QUERY,
     auth=True,
     errors=(404, 422, 429, 503),
 )
 async def top(request: Request) -> Response:
     principal = await require_principal(request)
-    fmt = request.query_params.get("format", "json")
-    if fmt not in ("json", "csv"):
-        raise invalid("unknown format", {"format": "json or csv"})
-    try:
-        limit = int(request.query_params.get("limit", "10"))
-    except ValueError:
-        raise invalid("limit must be an integer", {"limit": "an integer"}) from None
+    q = read_query(request, QUERY)
+    fmt = q["format"]
     report = await top_report(
         request.app.state.podium,
         principal,
         request.client.host if request.client else None,
-        _required_date(request, "start"),
-        _required_date(request, "end"),
-        limit,
-        request.query_params.get("game") or None,
+        q["start"],
+        q["end"],
+        q["limit"],
+        q["game"],
     )
     if fmt == "csv":
         name = f"top-{report.game or 'all'}-{report.start}-{report.end}.csv"

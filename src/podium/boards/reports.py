@@ -27,8 +27,8 @@ from podium.boards.scores import enforce_limits
 from podium.errors import invalid, not_found, unavailable
 from podium.services import Services
 from podium.store.db import store_errors
+from podium.validation import MAX_REPORT_LIMIT
 
-MAX_REPORT_LIMIT = 1000
 MAX_RANGE_DAYS = 3660
 
 
