@@ -11,17 +11,20 @@ import asyncio
 import logging
 import time
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
+import msgspec
 from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from podium import metrics
-from podium.api.responses import error_response
+from podium.api.responses import error_response, read_query
+from podium.api.spec import Param
 from podium.auth.guards import authenticate_token, bearer_token
 from podium.auth.tokens import Principal, TokenError
+from podium.boards.periods import Period
 from podium.errors import (
     WS_INTERNAL,
     WS_REVOKED,
@@ -50,9 +53,18 @@ from podium.protocol import (
 from podium.realtime.direct import EXTENSION as DIRECT
 from podium.realtime.hub import Feed, Hub, PageKey
 from podium.realtime.session import Session, error_of
+from podium.validation import (
+    INT64_MAX,
+    MAX_OFFSET,
+    MAX_PAGE_LIMIT,
+    PageLimit,
+    PageOffset,
+    Slug,
+)
+
+Seq = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
 
 log = logging.getLogger("podium.ws")
-MAX_PAGE = 200
 
 
 # -- handshake ---------------------------------------------------------------------------
@@ -85,21 +97,26 @@ async def refuse(ws: WebSocket, exc: ApiError | None = None) -> None:
     await ws.close(code=1008)
 
 
-def query_int(ws: WebSocket, name: str) -> int | None:
-    raw = ws.query_params.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise invalid(f"{name} must be an integer", {name: "an integer"}) from None
+# Handshake queries, parsed as the HTTP reads parse theirs (one shape per parameter):
+# a value out of shape refuses the handshake with 422 before any hub or cache sees it.
+FEED_QUERY = {
+    "game": Param(Slug, "a game id, or `global`", required=True),
+    "period": Param(Period, "all (default), day, week or month", default="all"),
+}
+SINCE_QUERY = {**FEED_QUERY, "since": Param(Seq, "the last seq the client holds")}
+PAGE_QUERY = {
+    "game": Param(Slug, "a game id, or `global`"),
+    "period": Param(Period, "all (default), day, week or month", default="all"),
+    "offset": Param(PageOffset, "rows to skip", default=0),
+    "limit": Param(PageLimit, "rows, 1..200", default=10),
+}
 
 
-def required(ws: WebSocket, name: str) -> str:
-    value = ws.query_params.get(name)
-    if not value:
-        raise bad_request(f"query parameter {name} is required", {name: "required"})
-    return value
+def read_feed_query(ws: WebSocket, params: dict[str, Param]) -> dict[str, Any]:
+    """The handshake's board: a missing game is 400 (docs/protocol.md), a bad value 422."""
+    if not ws.query_params.get("game"):
+        raise bad_request("query parameter game is required", {"game": "required"})
+    return read_query(ws, params)
 
 
 # -- per-channel handlers ---------------------------------------------------------------
@@ -135,9 +152,9 @@ class Channel:
 
 class Scoreboard(Channel):
     async def prepare(self) -> None:
-        self.since = query_int(self.ws, "since")
-        game = required(self.ws, "game")
-        self.feed = await self.hub.acquire(game, self.ws.query_params.get("period", "all"))
+        q = read_feed_query(self.ws, SINCE_QUERY)
+        self.since = q["since"]
+        self.feed = await self.hub.acquire(q["game"], q["period"])
 
     async def opened(self, session: Session) -> None:
         self.hub.watch_top(self.feed, session, self.since)
@@ -158,18 +175,12 @@ class Scores(Channel):
         self.session: Session | None = None
 
     async def prepare(self) -> None:
-        game = self.ws.query_params.get("game")
+        q = read_query(self.ws, PAGE_QUERY)
         self.initial: Subscribe | None = None
-        if game:
-            offset = query_int(self.ws, "offset")
-            limit = query_int(self.ws, "limit")
+        if q["game"] is not None:
             self.initial = Subscribe(
-                game=game,
-                period=self.ws.query_params.get("period", "all"),
-                offset=0 if offset is None else offset,
-                limit=10 if limit is None else limit,
+                game=q["game"], period=q["period"], offset=q["offset"], limit=q["limit"]
             )
-            _check_page(self.initial.offset, self.initial.limit)
 
     async def opened(self, session: Session) -> None:
         self.session = session
@@ -201,7 +212,7 @@ class Scores(Channel):
                     self.seed_sub = None
                 board = "global" if name == "all" else name
                 self.seed_sub = await self._subscribe(
-                    board, "all", start, min(end - start + 1, MAX_PAGE), "seed"
+                    board, "all", start, min(end - start + 1, MAX_PAGE_LIMIT), "seed"
                 )
             case _:
                 await super().handle(request)
@@ -243,16 +254,18 @@ class Scores(Channel):
 
 
 def _check_page(offset: int, limit: int) -> None:
-    if offset < 0 or not 1 <= limit <= MAX_PAGE:
-        raise invalid("page out of range", {"offset": ">= 0", "limit": f"1..{MAX_PAGE}"})
+    if not 0 <= offset <= MAX_OFFSET or not 1 <= limit <= MAX_PAGE_LIMIT:
+        raise invalid(
+            "page out of range", {"offset": f"0..{MAX_OFFSET}", "limit": f"1..{MAX_PAGE_LIMIT}"}
+        )
 
 
 class MyScore(Channel):
     async def prepare(self) -> None:
         if self.principal.user_id is None:
             raise forbidden("my-score needs a user token")
-        game = required(self.ws, "game")
-        self.feed = await self.hub.acquire(game, self.ws.query_params.get("period", "all"))
+        q = read_feed_query(self.ws, FEED_QUERY)
+        self.feed = await self.hub.acquire(q["game"], q["period"])
 
     async def opened(self, session: Session) -> None:
         assert self.principal.user_id is not None
