@@ -48,6 +48,21 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+# What uvicorn logs at error level (with a traceback) although a client caused it: one
+# info line each, so a hostile client cannot flood the error log or page an operator.
+CLIENT_FAULTS = ("Invalid UTF-8 sequence received from client.",)
+
+
+class ClientFaultsAreInfo(logging.Filter):
+    """On the uvicorn.error logger: a client's protocol fault is not a server error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and record.msg in CLIENT_FAULTS:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info = record.exc_text = None
+        return True
+
+
 def _exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> str:
     # The filter leaves the traceback redacted in exc_text; format it only without one.
     if record.exc_text:
@@ -86,5 +101,8 @@ def setup_logging(level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    uvicorn_errors = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, ClientFaultsAreInfo) for f in uvicorn_errors.filters):
+        uvicorn_errors.addFilter(ClientFaultsAreInfo())
     # Per-request access lines come from our middleware, with request ids.
     logging.getLogger("uvicorn.access").disabled = True

@@ -6,6 +6,7 @@ Every test here failed on the code before its fix (issue 9, part "ident").
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -231,6 +232,30 @@ def serve_env(settings: Settings, tmp_path: Path, **extra: str) -> dict[str, str
     return env
 
 
+async def _send_invalid_utf8(port: int, target: str) -> int:
+    """Open a socket by hand, send one text frame that is not UTF-8; the close code."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        payload, mask = b"\xff\xfe\xfd", os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        writer.write(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+        while True:  # server frames are unmasked: opcode, length, payload
+            first, size = await asyncio.wait_for(reader.readexactly(2), 5)
+            body = await reader.readexactly(size & 0x7F)
+            if first & 0x0F == 0x8:
+                return int.from_bytes(body[:2], "big")
+    finally:
+        writer.close()
+
+
 async def test_logs_hold_no_credential_and_refusals_are_not_errors(
     stores: Stores, tmp_path: Path
 ) -> None:
@@ -261,6 +286,10 @@ async def test_logs_hold_no_credential_and_refusals_are_not_errors(
             for target in refusals:
                 with pytest.raises(InvalidStatus):
                     await connect(f"ws://127.0.0.1:{port}{target}", open_timeout=5)
+            # A client's invalid UTF-8 text frame is the client's fault: closed 1007, and
+            # not an error-level traceback anyone can flood the log with.
+            close = await _send_invalid_utf8(port, f"/ws/v1/reports?token={account.access_token}")
+            assert close == 1007
             # A request after the refusals: every line about them is written by now.
             async with httpx.AsyncClient(base_url=base) as http:
                 assert (await http.get("/readyz")).status_code == 200
