@@ -12,7 +12,7 @@
 // `PodiumSession` below is such a hook, backed by the auth API and a refresh token.
 
 /** Close codes after which reconnecting cannot help (see docs/protocol.md). */
-const FINAL_CLOSE_CODES = new Set([1000, 1003, 1008, 1009, 4003, 4008, 4030]);
+const FINAL_CLOSE_CODES = new Set([1000, 1003, 1007, 1008, 1009, 4003, 4008, 4030]);
 const TOKEN_EXPIRED = 4001;
 const PERIOD_ENDED = 4010;
 
