@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import secrets
 from pathlib import Path
 
 import msgspec
 
+from podium.validation import is_schema_name
+
 MIN_SECRET_BYTES = 32
-# A PostgreSQL identifier we can quote safely (matches `store.db`'s check).
-_SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 class SettingsError(RuntimeError):
@@ -141,7 +140,7 @@ def load_settings(environ: dict[str, str] | None = None, dotenv: Path | None = N
     if (value := get("PODIUM_METRICS_TOKEN")) is not None:
         kwargs["metrics_token"] = value
     if (value := get("PODIUM_DB_SCHEMA")) is not None:
-        if not _SCHEMA_RE.match(value):
+        if not is_schema_name(value):
             raise SettingsError(
                 f"PODIUM_DB_SCHEMA must be a lowercase PostgreSQL identifier, not {value!r}"
             )

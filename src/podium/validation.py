@@ -96,6 +96,14 @@ MAX_REPORT_LIMIT = 1000
 ReportLimit = Annotated[int, msgspec.Meta(ge=1, le=MAX_REPORT_LIMIT)]
 
 
+# A PostgreSQL schema name Podium may quote safely (operator input: PODIUM_DB_SCHEMA).
+_SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def is_schema_name(value: str) -> bool:
+    return _SCHEMA_RE.fullmatch(value) is not None
+
+
 def is_slug(value: str) -> bool:
     return _SLUG_RE.fullmatch(value) is not None
 

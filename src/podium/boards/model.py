@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import re
 import time
 from datetime import datetime
 from typing import Literal, TypeVar
@@ -20,7 +19,6 @@ Order = Literal["desc", "asc"]
 Operator = Literal["best", "sum", "last", "decr"]
 Policy = Literal["client", "actions", "authoritative"]
 
-SLUG_RE = re.compile(validation.SLUG_PATTERN)
 RESERVED_IDS = frozenset({"global"})
 MAX_ABS_SCORE = validation.MAX_ABS_SCORE
 # How long another instance may serve a game's old rules after a change.

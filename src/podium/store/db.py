@@ -8,13 +8,13 @@ its own transaction and recorded in `schema_migrations`.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 from importlib import resources
 
 import asyncpg
 
 from podium.errors import ApiError, unavailable
+from podium.validation import is_schema_name
 
 # SQLSTATE classes of a store that cannot answer now (connection exception, operator
 # intervention such as a shutdown or a cancelled statement, insufficient resources), and
@@ -23,7 +23,6 @@ _UNAVAILABLE_STATES = ("08", "57", "53", "40001", "40P01", "55P03")
 # Data exception and integrity violation: the item itself is bad (4xx).
 _BAD_DATA_STATES = ("22", "23")
 
-_SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # Any two Podium processes migrating at once take turns on this lock.
 _MIGRATION_LOCK = 0x706F6469756D
 
@@ -84,7 +83,7 @@ async def fetchrow_retrying(pool: asyncpg.Pool, query: str, *args: object) -> as
 
 
 def _check_schema(schema: str) -> str:
-    if not _SCHEMA_RE.match(schema):
+    if not is_schema_name(schema):
         raise ValueError(f"invalid schema name {schema!r}")
     return schema
 
