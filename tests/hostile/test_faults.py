@@ -179,6 +179,11 @@ async def settle_and_check(
         with capsys.disabled():
             print(f"\nFAULT PASS {json.dumps(report)}")
         assert not seen.acked - logged, "acknowledged writes missing from the log"
+        # A store outage is a warning per event; an error line (or a bare traceback) in
+        # the servers' logs means something was not mapped.
+        levels = ("warning:", "info:", "debug:")
+        errors = {k: n for k, n in report["server_log"].items() if not k.startswith(levels)}
+        assert not errors, errors
         await _boards_equal_log(cl, redis, pool)
         full = {g: await read_board(redis, prefix, g, cl.desc[g]) for g in cl.games}
         tops = {g: rows[:10] for g, rows in full.items()}

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import msgspec
+from redis.exceptions import RedisError
 from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -53,6 +54,7 @@ from podium.protocol import (
 from podium.realtime.direct import EXTENSION as DIRECT
 from podium.realtime.hub import Feed, Hub, PageKey
 from podium.realtime.session import Session, error_of
+from podium.store.db import is_unavailable
 from podium.validation import (
     INT64_MAX,
     MAX_OFFSET,
@@ -117,6 +119,14 @@ def read_feed_query(ws: WebSocket, params: dict[str, Param]) -> dict[str, Any]:
     if not ws.query_params.get("game"):
         raise bad_request("query parameter game is required", {"game": "required"})
     return read_query(ws, params)
+
+
+def _store_down(exc: Exception, during: str) -> bool:
+    """A store outage is one warning line per refused handshake, not a traceback."""
+    if is_unavailable(exc) or isinstance(exc, RedisError):
+        log.warning("websocket %s refused: store unavailable (%s)", during, type(exc).__name__)
+        return True
+    return False
 
 
 # -- per-channel handlers ---------------------------------------------------------------
@@ -432,9 +442,10 @@ class Endpoint:
         except TokenError:
             await refuse(ws)
             return
-        except Exception:
-            log.exception("websocket authentication failed")
-            await refuse(ws)
+        except Exception as exc:
+            if not _store_down(exc, "authentication"):
+                log.exception("websocket authentication failed")
+            await refuse(ws, unavailable("sign-in cannot be checked right now"))
             return
         channel = self.channel(hub, ws, principal)
         try:
@@ -442,8 +453,9 @@ class Endpoint:
         except ApiError as exc:
             await refuse(ws, exc)
             return
-        except Exception:
-            log.exception("websocket handshake failed")
+        except Exception as exc:
+            if not _store_down(exc, "handshake"):
+                log.exception("websocket handshake failed")
             await refuse(ws, unavailable("the board cannot be read right now"))
             return
         session = Session(
