@@ -96,6 +96,20 @@ MAX_REPORT_LIMIT = 1000
 ReportLimit = Annotated[int, msgspec.Meta(ge=1, le=MAX_REPORT_LIMIT)]
 
 
+def exactly_one(fields: dict[str, str]) -> dict[str, object]:
+    """JSON Schema for "exactly one of these fields is given" (null counts as absent).
+
+    `fields` maps each field to its JSON type. Structs state it as their class attribute
+    `__json_schema_extra__`, which the OpenAPI generator merges into their component, so a
+    conforming client knows the rule the handler enforces.
+    """
+
+    def given(*names: str) -> dict[str, object]:
+        return {"required": list(names), "properties": {n: {"type": fields[n]} for n in names}}
+
+    return {"anyOf": [given(name) for name in fields], "not": given(*fields)}
+
+
 # A PostgreSQL schema name Podium may quote safely (operator input: PODIUM_DB_SCHEMA).
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 

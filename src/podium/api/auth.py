@@ -7,7 +7,7 @@ import logging
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import msgspec
 from redis.exceptions import RedisError
@@ -31,7 +31,7 @@ from podium.errors import (
 )
 from podium.services import Services
 from podium.store import users
-from podium.validation import Username
+from podium.validation import Username, exactly_one
 
 log = logging.getLogger("podium.auth")
 
@@ -75,6 +75,10 @@ class LoginIn(msgspec.Struct, forbid_unknown_fields=True):
     password: LoginPassword
     username: LoginName | None = None
     email: LoginName | None = None
+
+    __json_schema_extra__: ClassVar[dict[str, object]] = exactly_one(
+        {"username": "string", "email": "string"}
+    )
 
 
 class RefreshIn(msgspec.Struct, forbid_unknown_fields=True):

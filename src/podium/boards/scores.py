@@ -1,8 +1,9 @@
 """The score write path shared by HTTP and WebSocket: validate, then group-commit.
 
-Policies: `client` games take `score` from players; `actions` games take `action`
-and look its points up (a player's `score` there is refused with 403 `policy`: the
-body is well-formed, the game just does not let players set scores); `authoritative`
+Policies: `client` games take `score` from players (an `action` there is 403 `policy`);
+`actions` games take `action` and look its points up (a player's `score` there is
+refused with 403 `policy`: the body is well-formed, the game just does not let players
+set scores); `authoritative`
 games refuse players (403) and take service credentials scoped to the game, which
 write for any existing `user_id` with `score` or `action`.
 
@@ -20,7 +21,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import msgspec
 import redis.exceptions
@@ -40,7 +41,15 @@ from podium.errors import (
 )
 from podium.services import Services
 from podium.store.db import store_errors
-from podium.validation import INT64_MAX, ActionName, HexSignature, Score, Slug, UserId
+from podium.validation import (
+    INT64_MAX,
+    ActionName,
+    HexSignature,
+    Score,
+    Slug,
+    UserId,
+    exactly_one,
+)
 
 log = logging.getLogger("podium.scores")
 
@@ -62,6 +71,10 @@ class ScoreIn(msgspec.Struct, forbid_unknown_fields=True):
     user_id: UserId | None = None
     ts: UnixSeconds | None = None
     signature: HexSignature | None = None
+
+    __json_schema_extra__: ClassVar[dict[str, object]] = exactly_one(
+        {"score": "integer", "action": "string"}
+    )
 
 
 class ScoreOut(msgspec.Struct):
@@ -132,7 +145,7 @@ def _who_and_what(principal: Principal, game: Game, body: ScoreIn) -> tuple[int,
             raise invalid("this game takes an action", {"action": "required"})
         return principal.user_id, "action"
     if body.action is not None:
-        raise invalid("this game takes a score, not an action", {"action": "not allowed"})
+        raise forbidden("this game takes scores, not actions", code="policy")
     if body.score is None:
         raise invalid("this game takes a score", {"score": "required"})
     return principal.user_id, "score"

@@ -88,6 +88,11 @@ class _Schemas:
 
     def build(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         schemas, components = msgspec.json.schema_components(self.types, ref_template=REF_TEMPLATE)
+        # Rules across fields (e.g. exactly one of two) that a Struct states itself.
+        for type_ in self.types:
+            extra = getattr(type_, "__json_schema_extra__", None)
+            if isinstance(extra, dict) and type_.__name__ in components:
+                components[type_.__name__].update(extra)
         return list(schemas), components
 
 
