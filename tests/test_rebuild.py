@@ -22,7 +22,6 @@ from podium.boards.cli import cmd_rebuild
 from podium.boards.index import BoardIndex
 from podium.boards.keys import BoardKeys, board_id, member, to_zscore
 from podium.boards.periods import starts_for
-from podium.boards.scores import set_clock
 from podium.embedded import EmbeddedValkey
 from tests.boards_helpers import create_game, post_score
 from tests.conftest import (
@@ -135,10 +134,10 @@ async def test_random_workload_then_rebuild_equals_log(
             r = await client.post(f"/admin/users/{users[user].id}/void", headers=admin.headers)
             assert r.status_code == 200
             continue
-        set_clock(server.services, lambda d=day: BASE + timedelta(days=d, seconds=d))
+        server.services.clock.set(lambda d=day: BASE + timedelta(days=d, seconds=d))
         r = await post_score(client, users[user], games[game], score)
         assert r.status_code in (200, 403), r.text
-    set_clock(server.services, None)
+    server.services.clock.set(None)
     await assert_index_matches_log(server)
     index: BoardIndex = server.services.extras["index"]  # type: ignore[assignment]
     assert await index.rebuild()

@@ -214,7 +214,7 @@ async def test_period_rollover_closes_period_sockets_4010(
         assert (await recv(day))["period"] == "day"
         assert (await recv(forever))["period"] == "all"
         tomorrow = datetime.now(UTC) + timedelta(days=1)
-        server.services.extras["clock"] = lambda: tomorrow
+        server.services.clock.set(lambda: tomorrow)
         assert await closed_with(day) == 4010
         await send(forever, {"type": "ping"})
         assert (await recv(forever))["type"] == "pong"
@@ -222,6 +222,6 @@ async def test_period_rollover_closes_period_sockets_4010(
         async with await open_ws(server, "scoreboard", player, game=game, period="day") as ws:
             assert (await recv(ws))["period_start"] == tomorrow.date().isoformat()
     finally:
-        server.services.extras.pop("clock", None)
+        server.services.clock.set(None)
         await day.close()
         await forever.close()

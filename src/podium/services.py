@@ -6,6 +6,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from podium.auth.tokens import TokenIssuer
+from podium.clock import Clock
 from podium.keys import Keys
 from podium.settings import Settings
 
@@ -18,6 +19,7 @@ class Services:
         self.pool = pool
         self.redis = redis
         self.keys = Keys(settings.redis_prefix)
+        self.clock = Clock()
         self.tokens = TokenIssuer(
             settings.secret_key,
             settings.jwt_issuer,

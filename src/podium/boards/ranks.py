@@ -104,16 +104,13 @@ def parse_period(period: str) -> Period:
     return period  # type: ignore[return-value]
 
 
-def today() -> date:
-    return datetime.now(UTC).date()
-
-
 async def resolve_board(
     services: Services, game: str, period: str = "all", at: date | None = None
 ) -> Board:
     p = parse_period(period)
-    day = at or today()
-    if p != "all" and (today() - day).days > services.settings.retention_days:
+    today = services.clock.today()
+    day = at or today
+    if p != "all" and (today - day).days > services.settings.retention_days:
         raise not_found(f"period boards are kept for {services.settings.retention_days} days")
     descending = await game_descending(services, game)
     return Board(game, p, period_start(p, day), descending)
@@ -352,7 +349,7 @@ async def boards_of_user(services: Services, user_id: int) -> list[UserRank]:
             "   ELSE date_trunc('month', $2::date)::date END)"
             " ORDER BY game_id = 'global' DESC, game_id, period",
             user_id,
-            today(),
+            services.clock.today(),
         )
     out = []
     for r in rows:

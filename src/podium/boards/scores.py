@@ -18,8 +18,6 @@ import hashlib
 import hmac
 import logging
 import uuid
-from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Annotated
 
 import msgspec
@@ -72,21 +70,6 @@ class ScoreOut(msgspec.Struct):
     rank: int | None
     previous_rank: int | None
     duplicate: bool
-
-
-def now(services: Services) -> datetime:
-    """The write clock: `services.extras["clock"]` (tests move it), else UTC now."""
-    clock = services.extras.get("clock")
-    if clock is not None:
-        return clock()  # type: ignore[operator]
-    return datetime.now(UTC)
-
-
-def set_clock(services: Services, clock: Callable[[], datetime] | None) -> None:
-    if clock is None:
-        services.extras.pop("clock", None)
-    else:
-        services.extras["clock"] = clock
 
 
 def signature_message(user_id: int, game: str, what: str, event_id: str, ts: int) -> bytes:
@@ -145,7 +128,7 @@ def _check_signature(
         return
     if body.signature is None or body.ts is None:
         raise forbidden("this game needs signed writes (ts and signature)", code="signature")
-    age = abs(now(services).timestamp() - body.ts)
+    age = abs(services.clock.now().timestamp() - body.ts)
     if age > SIGNATURE_MAX_AGE_S:
         raise forbidden("the signature is too old or from the future", code="signature")
     what = body.action if body.action is not None else str(body.score)
@@ -254,7 +237,7 @@ async def _submit(
         input=body.score,
         action=body.action,
         payload_hash=payload_hash(game.id, user_id, kind, body.score, body.action),
-        created_at=now(services),
+        created_at=services.clock.now(),
         client_addr=client_addr,
         credential=principal.credential,
     )

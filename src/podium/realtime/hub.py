@@ -89,13 +89,6 @@ def parse_period(period: str) -> Period:
     return period  # type: ignore[return-value]
 
 
-def today(services: Any) -> date:
-    """The UTC day; `services.extras["clock"]` (the write path's test clock) when set."""
-    clock = services.extras.get("clock")
-    moment = clock() if clock is not None else datetime.now(UTC)
-    return moment.astimezone(UTC).date()
-
-
 class Hub:
     """This process's sockets and the boards they watch."""
 
@@ -113,7 +106,7 @@ class Hub:
         self.by_family: dict[str, set[Session]] = {}
         self.recent_revocations = RecentRevocations()
         self._resync_generation = 0
-        self._day = today(services)
+        self._day = services.clock.today()
         self._tasks: list[asyncio.Task[None]] = []
         self._refresh: asyncio.Task[None] | None = None
         # Counters for metrics and tests.
@@ -186,7 +179,7 @@ class Hub:
     async def acquire(self, game: str, period: str) -> Feed:
         """The feed of a board's current period, loaded; release it when done."""
         p = parse_period(period)
-        start = period_start(p, today(self.services))
+        start = period_start(p, self.services.clock.today())
         board = board_id(game, p, start)
         feed = self.feeds.get(board)
         if feed is None:
@@ -400,7 +393,7 @@ class Hub:
                 self._refresh = asyncio.create_task(self._refresh_reads(due))
 
     def _check_rollover(self) -> None:
-        day = today(self.services)
+        day = self.services.clock.today()
         if day == self._day:
             return
         self._day = day
