@@ -139,7 +139,7 @@ async def test_random_workload_then_rebuild_equals_log(
         assert r.status_code in (200, 403), r.text
     server.services.clock.set(None)
     await assert_index_matches_log(server)
-    index: BoardIndex = server.services.extras["index"]  # type: ignore[assignment]
+    index: BoardIndex = server.podium.boards.index
     assert await index.rebuild()
     assert index.ready
     await assert_index_matches_log(server)
@@ -190,7 +190,7 @@ async def test_flushall_rebuilds_on_its_own_without_losing_writes(
         game = (await create_game(http, admin, operator="sum"))["id"]
         for n, p in enumerate(players):
             assert (await post_score(http, p, game, n + 1)).status_code == 200
-        index: BoardIndex = app.services.extras["index"]  # type: ignore[assignment]
+        index: BoardIndex = app.podium.boards.index
         redis, epoch = app.services.redis, BoardKeys(settings.redis_prefix).epoch
         rebuilds = index.rebuilds
         await redis.flushall()
@@ -237,7 +237,7 @@ async def test_redis_down_writes_commit_then_replay(
         )
         service = {"Authorization": f"Bearer {secret}"}
         assert (await post_score(http, service, game, 5, user_id=player.id)).status_code == 200
-        index: BoardIndex = app.services.extras["index"]  # type: ignore[assignment]
+        index: BoardIndex = app.podium.boards.index
         await asyncio.to_thread(private_valkey.stop)
         # Redis is down: the write is durable, acknowledged, without ranks.
         r = await post_score(http, service, game, 7, user_id=player.id)

@@ -140,7 +140,7 @@ async def test_a_client_that_stops_reading_delays_nobody(
 ) -> None:
     assert server.services is not None
     game = (await create_game(client, admin))["id"]
-    hub = server.services.extras["realtime"]
+    hub = server.podium.realtime.hub
     # "slow": behind for more than 0.2 s is too long; "snapshot": 5 s is never reached.
     slow_after = 0.2 if ending == "slow" else 5.0
     hub.limits = msgspec.structs.replace(hub.limits, queue_size=4, slow_after=slow_after)

@@ -141,7 +141,7 @@ async def test_void_racing_an_inflight_batch_keeps_the_player_off_the_board(
         assert r.status_code == 200, r.text
         proxy.release.set()
         assert (await write).status_code == 200
-        index: BoardIndex = a.services.extras["index"]  # type: ignore[assignment]
+        index: BoardIndex = a.podium.boards.index
         assert not index.stale  # the apply ran (and was refused), it did not fail
         assert await read_board(server.services.redis, settings.redis_prefix, game) == []
         await assert_index_matches_log(server)

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from podium.api.podium import podium_of
 from podium.api.responses import JSON
 from podium.api.spec import Param, spec
 from podium.auth.guards import require_principal
@@ -50,8 +51,10 @@ async def top(request: Request) -> Response:
         limit = int(request.query_params.get("limit", "10"))
     except ValueError:
         raise invalid("limit must be an integer", {"limit": "an integer"}) from None
+    podium = podium_of(request)
     report = await top_report(
-        request.app.state.podium,
+        podium.services,
+        podium.boards,
         principal,
         request.client.host if request.client else None,
         _required_date(request, "start"),

@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from podium import metrics
+from podium.api.podium import podium_of
 from podium.api.responses import error_response
 from podium.auth.guards import authenticate_token, bearer_token
 from podium.auth.tokens import Principal, TokenError
@@ -117,6 +118,7 @@ class Channel:
     def __init__(self, hub: Hub, ws: WebSocket, principal: Principal) -> None:
         self.hub = hub
         self.services = hub.services
+        self.boards = hub.boards
         self.ws = ws
         self.principal = principal
 
@@ -298,7 +300,7 @@ class AddScore(Channel):
         try:
             body = score_in(request)
             client = self.ws.client.host if self.ws.client else "unknown"
-            out = await submit_score(self.services, session.principal, body, client)
+            out = await submit_score(self.services, self.boards, session.principal, body, client)
             session.reply(
                 Ack(
                     event_id=request.event_id,
@@ -339,7 +341,14 @@ class Reports(Channel):
         match request:
             case ReportRequest(start=start, end=end, limit=limit, game=game):
                 report = await top_report(
-                    self.services, self.principal, self._client(), start, end, limit, game
+                    self.services,
+                    self.boards,
+                    self.principal,
+                    self._client(),
+                    start,
+                    end,
+                    limit,
+                    game,
                 )
                 self.session.reply(
                     ReportMsg(
@@ -357,6 +366,7 @@ class Reports(Channel):
                 last = _seed_date("end", end)
                 report = await top_report(
                     self.services,
+                    self.boards,
                     self.principal,
                     self._client(),
                     first,
@@ -404,9 +414,9 @@ class Endpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ws = WebSocket(scope, receive, send)
-        services = scope["app"].state.podium
-        hub: Hub | None = services.extras.get("realtime")
-        if hub is None or not origin_allowed(ws, services.settings.cors_origins):
+        podium = podium_of(ws)
+        services, hub = podium.services, podium.realtime.hub
+        if not origin_allowed(ws, services.settings.cors_origins):
             await refuse(ws)
             return
         token = bearer_token(ws)
@@ -442,6 +452,7 @@ class Endpoint:
             hub.unregister,
             channel.rate(),
             direct=scope.get("extensions", {}).get(DIRECT),
+            on_reauth=hub.rebind,
         )
         registered = False
         endpoint = ""

@@ -26,8 +26,9 @@ import redis.exceptions
 from podium import metrics
 from podium.auth import ratelimit
 from podium.auth.tokens import Principal
-from podium.boards.model import Game, GameCache
-from podium.boards.writer import Outcome, Write, Writer
+from podium.boards.model import Game
+from podium.boards.runtime import Boards
+from podium.boards.writer import Outcome, Write
 from podium.errors import (
     ApiError,
     conflict,
@@ -82,10 +83,9 @@ def sign(key: str, user_id: int, game: str, what: str, event_id: str, ts: int) -
     return hmac.new(key.encode(), msg, hashlib.sha256).hexdigest()
 
 
-async def _game(services: Services, game_id: str) -> Game:
-    cache: GameCache = services.extras["games"]  # type: ignore[assignment]
+async def _game(boards: Boards, game_id: str) -> Game:
     with store_errors("the score store is unavailable; nothing was written"):
-        game = await cache.get(game_id)
+        game = await boards.games.get(game_id)
     if game is None:
         raise not_found(f"no game {game_id!r}")
     return game
@@ -202,11 +202,11 @@ def _result(outcome: Outcome) -> ScoreOut:
 
 
 async def submit_score(
-    services: Services, principal: Principal, body: ScoreIn, client_addr: str
+    services: Services, boards: Boards, principal: Principal, body: ScoreIn, client_addr: str
 ) -> ScoreOut:
     """Validate and commit one score write; raises ApiError (4xx, 503)."""
     try:
-        out = await _submit(services, principal, body, client_addr)
+        out = await _submit(services, boards, principal, body, client_addr)
     except ApiError:
         metrics.WRITES.labels("refused").inc()
         raise
@@ -215,7 +215,7 @@ async def submit_score(
 
 
 async def _submit(
-    services: Services, principal: Principal, body: ScoreIn, client_addr: str
+    services: Services, boards: Boards, principal: Principal, body: ScoreIn, client_addr: str
 ) -> ScoreOut:
     event_id = body.event_id
     # Counted before the game lookup: refused writes (unknown games, bad policy) cost
@@ -224,10 +224,9 @@ async def _submit(
     counted = principal.user_id if player else body.user_id
     if counted is not None:
         await _rate_limit(services, counted, client_addr if player else None)
-    game = await _game(services, body.game)
+    game = await _game(boards, body.game)
     user_id, kind = _who_and_what(principal, game, body)
     _check_signature(services, game, body, user_id, str(event_id))
-    writer: Writer = services.extras["writer"]  # type: ignore[assignment]
     write = Write(
         event_id=event_id,
         user_id=user_id,
@@ -241,4 +240,4 @@ async def _submit(
         client_addr=client_addr,
         credential=principal.credential,
     )
-    return _result(await writer.submit(write))
+    return _result(await boards.writer.submit(write))

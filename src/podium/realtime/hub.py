@@ -22,6 +22,7 @@ from podium import metrics
 from podium.auth.revocation import RecentRevocations
 from podium.boards.keys import BoardKeys, board_id
 from podium.boards.periods import PERIODS, Period, period_start
+from podium.boards.runtime import Boards
 from podium.errors import WS_GOING_AWAY, WS_PERIOD_ENDED, WS_REVOKED, invalid
 from podium.protocol import (
     PageMsg,
@@ -37,6 +38,7 @@ from podium.realtime.broker import RESYNC, Broker
 from podium.realtime.coalesce import TopWindow
 from podium.realtime.direct import text_frame
 from podium.realtime.session import Limits, Session
+from podium.services import Services
 
 log = logging.getLogger("podium.hub")
 
@@ -92,8 +94,11 @@ def parse_period(period: str) -> Period:
 class Hub:
     """This process's sockets and the boards they watch."""
 
-    def __init__(self, services: Any, broker: Broker, limits: Limits | None = None) -> None:
+    def __init__(
+        self, services: Services, boards: Boards, broker: Broker, limits: Limits | None = None
+    ) -> None:
         self.services = services
+        self.boards = boards
         self.broker = broker
         self.limits = limits or Limits()
         self.keys = BoardKeys(services.settings.redis_prefix)
@@ -227,7 +232,9 @@ class Hub:
             # Redis is down: the rows come from PostgreSQL; the broker's reconnection
             # re-reads this board (with its real seq) once Redis is back.
             raw = None
-        page = await top_page(self.services, feed.game, feed.period, at=feed.start, limit=TOP_N)
+        page = await top_page(
+            self.services, self.boards, feed.game, feed.period, at=feed.start, limit=TOP_N
+        )
         rows = [
             Row(rank=e.rank, user_id=e.user_id, username=e.username, score=e.score)
             for e in page.entries
@@ -297,7 +304,13 @@ class Hub:
         from podium.boards.ranks import top_page
 
         page = await top_page(
-            self.services, feed.game, feed.period, at=feed.start, offset=key[0], limit=key[1]
+            self.services,
+            self.boards,
+            feed.game,
+            feed.period,
+            at=feed.start,
+            offset=key[0],
+            limit=key[1],
         )
         watch = feed.pages.get(key)
         sub = watch.sub if watch else f"{feed.game}:{feed.period}:{key[0]}:{key[1]}"
@@ -310,7 +323,7 @@ class Hub:
         if session not in sessions:
             metrics.WS_SUBSCRIPTIONS.labels("my-score").inc()
         sessions.add(session)
-        found = await ranks_of(self.services, feed.board, [user_id])
+        found = await ranks_of(self.services, self.boards, feed.board, [user_id])
         state = found.get(user_id, (None, None, 0))
         feed.last_rank[user_id] = state
         session.reply(_rank_text(feed, state))
@@ -479,7 +492,13 @@ class Hub:
 
         self.page_reads += 1
         page = await top_page(
-            self.services, feed.game, feed.period, at=feed.start, offset=key[0], limit=key[1]
+            self.services,
+            self.boards,
+            feed.game,
+            feed.period,
+            at=feed.start,
+            offset=key[0],
+            limit=key[1],
         )
         state = (page.total, tuple((e.user_id, e.score) for e in page.entries))
         if state == watch.last:
@@ -498,7 +517,7 @@ class Hub:
 
         user_ids = list(feed.mine)
         self.rank_batches += 1
-        found = await ranks_of(self.services, feed.board, user_ids)
+        found = await ranks_of(self.services, self.boards, feed.board, user_ids)
         for uid in user_ids:
             state = found.get(uid)
             if state is None or feed.last_rank.get(uid) == state:
