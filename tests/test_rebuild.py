@@ -18,11 +18,11 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from podium.auth.tokens import hash_service_secret, new_service_secret
-from podium.boards.cli import cmd_rebuild
 from podium.boards.index import BoardIndex
 from podium.boards.keys import BoardKeys, board_id, member, to_zscore
-from podium.boards.periods import starts_for
+from podium.cli import cmd_rebuild
 from podium.embedded import EmbeddedValkey
+from podium.periods import starts_for
 from tests.boards_helpers import create_game, post_score
 from tests.conftest import (
     Account,

@@ -15,7 +15,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from podium.boards.keys import BoardKeys, board_id, member, to_zscore
-from podium.boards.periods import EPOCH
+from podium.periods import EPOCH
 from podium.protocol import BoardChange, board_change_encoder
 from podium.settings import Settings
 from tests.boards_helpers import create_game, post_score

@@ -22,9 +22,9 @@ import redis.asyncio as aioredis
 from podium.boards import index as index_module
 from podium.boards.index import BoardIndex, rebuild_lock_key
 from podium.boards.keys import BoardKeys, board_id
-from podium.boards.periods import EPOCH
 from podium.boards.scripts import source
 from podium.embedded import EmbeddedPostgres, EmbeddedValkey
+from podium.periods import EPOCH
 from podium.settings import Settings
 from tests.boards_helpers import create_game, post_score, read_board
 from tests.conftest import (

@@ -17,9 +17,9 @@ from podium.api.spec import Param, shape, spec
 from podium.auth.guards import require_principal
 from podium.auth.tokens import Principal
 from podium.boards import ranks
-from podium.boards.periods import Period
 from podium.boards.runtime import Boards
 from podium.errors import invalid, not_found, unavailable
+from podium.periods import Period
 from podium.services import Services
 from podium.store.db import is_unavailable
 from podium.validation import PageLimit, PageOffset, Slug, UserId, user_id_of

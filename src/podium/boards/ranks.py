@@ -19,7 +19,6 @@ import msgspec
 from podium import metrics
 from podium.boards.keys import GLOBAL
 from podium.boards.names import usernames
-from podium.boards.periods import PERIODS, Period, period_start
 from podium.boards.runtime import Boards
 from podium.boards.sources import (
     REDIS_FAILURES,
@@ -36,6 +35,7 @@ from podium.boards.sources import (
     redis_ranks,
 )
 from podium.errors import bad_request, invalid, not_found
+from podium.periods import PERIODS, Period, period_start
 from podium.services import Services
 from podium.validation import INT64_MAX, MAX_OFFSET, MAX_PAGE_LIMIT, is_slug
 

@@ -18,8 +18,8 @@ from redis.exceptions import RedisError
 
 from podium import metrics
 from podium.boards.keys import BoardKeys, board_id, from_zscore, parse_member
-from podium.boards.periods import Period
 from podium.errors import ApiError, unavailable
+from podium.periods import Period
 from podium.services import Services
 from podium.store.db import is_unavailable
 

@@ -27,9 +27,9 @@ import msgspec
 
 from podium import metrics
 from podium.boards.keys import GLOBAL, board_id
-from podium.boards.periods import EPOCH, starts_for
 from podium.boards.scripts import ApplyEvent, BoardRow, Scripts, set_row
 from podium.errors import ApiError, invalid, unavailable
+from podium.periods import EPOCH, starts_for
 from podium.store.db import is_bad_data, is_unavailable
 
 log = logging.getLogger("podium.writer")

@@ -21,9 +21,9 @@ from redis.exceptions import RedisError
 from podium import metrics
 from podium.auth.revocation import RecentRevocations
 from podium.boards.keys import BoardKeys, board_id
-from podium.boards.periods import PERIODS, Period, period_start
 from podium.boards.runtime import Boards
 from podium.errors import WS_GOING_AWAY, WS_PERIOD_ENDED, WS_REVOKED, invalid
+from podium.periods import PERIODS, Period, period_start
 from podium.protocol import (
     PageMsg,
     PageRow,
