@@ -18,7 +18,7 @@ from websockets.exceptions import InvalidStatus
 
 from podium.boards import keys
 from podium.boards.model import GameCache
-from podium.boards.scores import payload_hash
+from podium.boards.submit import payload_hash
 from podium.boards.writer import Write, Writer
 from podium.embedded import EmbeddedError, EmbeddedPostgres
 from podium.errors import ApiError

@@ -13,7 +13,7 @@ from podium.api.podium import podium_of
 from podium.api.responses import JSON
 from podium.api.spec import Param, spec
 from podium.auth.guards import require_principal
-from podium.boards.reports import Report, report_csv, top_report
+from podium.boards.top_report import Report, report_csv, top_report
 from podium.errors import invalid
 
 

@@ -12,7 +12,7 @@ from podium.api.podium import podium_of
 from podium.api.responses import JSON, read_json, validation_details
 from podium.api.spec import spec
 from podium.auth.guards import require_principal
-from podium.boards.scores import ScoreIn, ScoreOut, submit_score
+from podium.boards.submit import ScoreIn, ScoreOut, submit_score
 from podium.errors import ApiError, invalid
 
 

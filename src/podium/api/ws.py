@@ -294,7 +294,7 @@ class AddScore(Channel):
 
     async def _write(self, request: SubmitScore) -> None:
         from podium.api.scores import score_in
-        from podium.boards.scores import submit_score
+        from podium.boards.submit import submit_score
 
         session = self.session
         try:
@@ -335,7 +335,7 @@ class Reports(Channel):
         self.session = session
 
     async def handle(self, request: Any) -> None:
-        from podium.boards.reports import top_report
+        from podium.boards.top_report import top_report
 
         assert self.session is not None
         match request:

@@ -23,7 +23,7 @@ import msgspec
 from podium.auth.tokens import Principal
 from podium.boards.names import usernames
 from podium.boards.runtime import Boards
-from podium.boards.scores import enforce_limits
+from podium.boards.submit import enforce_limits
 from podium.errors import invalid, not_found, unavailable
 from podium.services import Services
 from podium.store.db import store_errors
