@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from podium import metrics
 from podium.auth.revocation import RecentRevocations
+from podium.auth.tokens import Principal
 from podium.boards.keys import BoardKeys, board_id
 from podium.boards.runtime import Boards
 from podium.errors import WS_GOING_AWAY, WS_PERIOD_ENDED, WS_REVOKED, invalid
@@ -166,7 +167,7 @@ class Hub:
             if subject:
                 _discard(self.by_family, subject, session)
 
-    def rebind(self, session: Session, old: Any) -> None:
+    def rebind(self, session: Session, old: Principal) -> None:
         """The session re-authenticated: it now belongs to the new token's family."""
         if old.family:
             _discard(self.by_family, old.family, session)
