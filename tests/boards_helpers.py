@@ -9,7 +9,7 @@ import httpx
 import redis.asyncio as aioredis
 
 from podium.boards.keys import BoardKeys, board_id, from_zscore, parse_member
-from podium.boards.periods import EPOCH, Period
+from podium.periods import EPOCH, Period
 from tests.conftest import Account
 
 

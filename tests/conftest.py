@@ -18,12 +18,20 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 import uvicorn
+from starlette.applications import Starlette
 
+from podium.api.podium import Podium
 from podium.app import close_services, create_app, open_services
 from podium.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
 from podium.realtime.direct import PodiumWebSocketProtocol
 from podium.services import Services
 from podium.settings import Settings
+
+
+def podium_of_app(app: Starlette) -> Podium:
+    podium: Podium = app.state.podium
+    return podium
+
 
 TEST_PASSWORD = "correct-horse-42"
 
@@ -82,8 +90,15 @@ class RunningApp:
         self.settings = settings
         self.port = free_port()
         self.services: Services | None = None
+        self.app: Starlette | None = None
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def podium(self) -> Podium:
+        """The running app's objects (set by its lifespan)."""
+        assert self.app is not None
+        return podium_of_app(self.app)
 
     @property
     def url(self) -> str:
@@ -95,7 +110,7 @@ class RunningApp:
 
     async def start(self) -> None:
         self.services = await open_services(self.settings)
-        app = create_app(self.settings, self.services)
+        app = self.app = create_app(self.settings, self.services)
         config = uvicorn.Config(
             app,
             host="127.0.0.1",

@@ -118,7 +118,7 @@ async def test_hub_resyncs_each_socket_once_after_a_dropped_subscription(
     try:
         for ws in sockets:
             assert (await recv(ws))["type"] == "snapshot"
-        broker = server.services.extras["realtime"].broker
+        broker = server.podium.realtime.hub.broker
         await kill_connection(server.services.redis, broker)
         for ws in sockets:
             snap = await recv(ws)

@@ -128,7 +128,7 @@ async def test_redis_restart_keeps_sockets_open_and_resyncs(stores: Stores, tmp_
                     snap = await recv(board)
                     assert [(e["user_id"], e["score"]) for e in snap["entries"]] == [(player.id, 5)]
                     assert (await recv(mine))["rank"] == 1
-                    broker = app.services.extras["realtime"].broker
+                    broker = app.podium.realtime.hub.broker
                     reconnects = broker.reconnects
                     await asyncio.to_thread(valkey.stop)
                     # Redis is gone: the sockets stay open and answer.

@@ -18,12 +18,11 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from podium.auth.tokens import hash_service_secret, new_service_secret
-from podium.boards.cli import cmd_rebuild
 from podium.boards.index import BoardIndex
 from podium.boards.keys import BoardKeys, board_id, member, to_zscore
-from podium.boards.periods import starts_for
-from podium.boards.scores import set_clock
+from podium.cli import cmd_rebuild
 from podium.embedded import EmbeddedValkey
+from podium.periods import starts_for
 from tests.boards_helpers import create_game, post_score
 from tests.conftest import (
     Account,
@@ -135,12 +134,12 @@ async def test_random_workload_then_rebuild_equals_log(
             r = await client.post(f"/admin/users/{users[user].id}/void", headers=admin.headers)
             assert r.status_code == 200
             continue
-        set_clock(server.services, lambda d=day: BASE + timedelta(days=d, seconds=d))
+        server.services.clock.set(lambda d=day: BASE + timedelta(days=d, seconds=d))
         r = await post_score(client, users[user], games[game], score)
         assert r.status_code in (200, 403), r.text
-    set_clock(server.services, None)
+    server.services.clock.set(None)
     await assert_index_matches_log(server)
-    index: BoardIndex = server.services.extras["index"]  # type: ignore[assignment]
+    index: BoardIndex = server.podium.boards.index
     assert await index.rebuild()
     assert index.ready
     await assert_index_matches_log(server)
@@ -191,7 +190,7 @@ async def test_flushall_rebuilds_on_its_own_without_losing_writes(
         game = (await create_game(http, admin, operator="sum"))["id"]
         for n, p in enumerate(players):
             assert (await post_score(http, p, game, n + 1)).status_code == 200
-        index: BoardIndex = app.services.extras["index"]  # type: ignore[assignment]
+        index: BoardIndex = app.podium.boards.index
         redis, epoch = app.services.redis, BoardKeys(settings.redis_prefix).epoch
         rebuilds = index.rebuilds
         await redis.flushall()
@@ -238,7 +237,7 @@ async def test_redis_down_writes_commit_then_replay(
         )
         service = {"Authorization": f"Bearer {secret}"}
         assert (await post_score(http, service, game, 5, user_id=player.id)).status_code == 200
-        index: BoardIndex = app.services.extras["index"]  # type: ignore[assignment]
+        index: BoardIndex = app.podium.boards.index
         await asyncio.to_thread(private_valkey.stop)
         # Redis is down: the write is durable, acknowledged, without ranks.
         r = await post_score(http, service, game, 7, user_id=player.id)

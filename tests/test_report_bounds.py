@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from podium.boards.reports import report_slots
 from tests.boards_helpers import create_game, post_score
 from tests.conftest import (
     Account,
@@ -79,7 +78,7 @@ async def test_with_every_report_slot_taken_writes_still_commit(stores: Stores) 
         game,
     ):
         assert app.services is not None
-        slots = report_slots(app.services)
+        slots = app.podium.boards.report_slots
         for _ in range(2):
             await slots.acquire()
         try:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from podium.auth.tokens import hash_service_secret, new_service_secret
-from podium.boards.scores import sign
+from podium.boards.submit import sign
 from tests.boards_helpers import create_game, post_score, read_board
 from tests.conftest import Account, RunningApp, Stores, make_admin, register_and_login, running_app
 

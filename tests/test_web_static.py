@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 import httpx
 import pytest
 
-from podium.web.component import ASSETS, WEB_DIR
+from podium.web.page import ASSETS, WEB_DIR
 from tests.conftest import RunningApp
 
 # URLs that are names, not fetches: the SVG XML namespace.
@@ -79,11 +79,11 @@ async def test_etag_revalidation_answers_304(web: httpx.AsyncClient) -> None:
 @pytest.mark.parametrize(
     "path",
     [
-        "/static/component.py",
+        "/static/page.py",
         "/static/__init__.py",
         "/static/index.html",
         "/static/../app.py",
-        "/static/%2e%2e/component.py",
+        "/static/%2e%2e/page.py",
         "/static/nope.js",
         "/static/",
         "/index.html",

@@ -11,7 +11,6 @@ import pytest
 import redis.asyncio as aioredis
 
 from podium.boards.keys import BoardKeys, board_id
-from podium.boards.scores import set_clock
 from podium.embedded import EmbeddedPostgres
 from podium.protocol import board_change_decoder
 from podium.settings import Settings
@@ -70,10 +69,10 @@ async def test_period_boundaries(
         datetime(2026, 12, 1, 0, 0, 0, tzinfo=UTC),  # new month, same week
     ]
     for moment, score in zip(moments, (10, 5, 7), strict=True):
-        set_clock(server.services, lambda m=moment: m)
+        server.services.clock.set(lambda m=moment: m)
         r = await post_score(client, player, game, score)
         assert r.status_code == 200, r.text
-    set_clock(server.services, None)
+    server.services.clock.set(None)
 
     async def value(period: str, start: date) -> list[tuple[int, int]]:
         return await read_board(redis, prefix, game, True, period, start)  # type: ignore[arg-type]
@@ -116,7 +115,7 @@ async def test_ties_first_to_reach_ranks_higher(
     a, b, c = [await register_and_login(client) for _ in range(3)]
     # All in the same second: the order of acceptance breaks the tie.
     moment = datetime(2026, 5, 5, 12, 0, 0, tzinfo=UTC)
-    set_clock(server.services, lambda: moment)
+    server.services.clock.set(lambda: moment)
     for who in (a, b, c):
         assert (await post_score(client, who, game, 100)).status_code == 200
     # Equal scores again never overtake.
@@ -128,7 +127,7 @@ async def test_ties_first_to_reach_ranks_higher(
     r = await post_score(client, c, game, 101)
     assert r.json()["rank"] == 1 and r.json()["previous_rank"] == 3
     assert [u for u, _ in await read_board(redis, prefix, game)] == [c.id, a.id, b.id]
-    set_clock(server.services, None)
+    server.services.clock.set(None)
 
 
 async def test_concurrent_sum_writers_lose_nothing(

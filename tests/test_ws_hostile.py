@@ -82,7 +82,7 @@ async def test_sockets_per_user_and_subscriptions_per_socket(
     server: RunningApp, client: httpx.AsyncClient, admin: Account, player: Account
 ) -> None:
     game = (await create_game(client, admin))["id"]
-    hub = server.services.extras["realtime"]  # type: ignore[union-attr]
+    hub = server.podium.realtime.hub
     limit = hub.limits.max_sockets_per_user
     sockets = [await open_ws(server, "scores", player) for _ in range(limit)]
     try:

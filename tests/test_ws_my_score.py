@@ -53,7 +53,7 @@ async def test_many_watchers_one_batch_per_tick(
 ) -> None:
     game = (await create_game(client, admin))["id"]
     players = list(await asyncio.gather(*(register_and_login(client) for _ in range(6))))
-    hub = server.services.extras["realtime"]  # type: ignore[union-attr]
+    hub = server.podium.realtime.hub
     sockets = [await open_ws(server, "my-score", p, game=game) for p in players]
     try:
         for ws in sockets:

@@ -15,7 +15,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from podium.boards.keys import BoardKeys, board_id, member, to_zscore
-from podium.boards.periods import EPOCH
+from podium.periods import EPOCH
 from podium.protocol import BoardChange, board_change_encoder
 from podium.settings import Settings
 from tests.boards_helpers import create_game, post_score
@@ -140,7 +140,7 @@ async def test_a_client_that_stops_reading_delays_nobody(
 ) -> None:
     assert server.services is not None
     game = (await create_game(client, admin))["id"]
-    hub = server.services.extras["realtime"]
+    hub = server.podium.realtime.hub
     # "slow": behind for more than 0.2 s is too long; "snapshot": 5 s is never reached.
     slow_after = 0.2 if ending == "slow" else 5.0
     hub.limits = msgspec.structs.replace(hub.limits, queue_size=4, slow_after=slow_after)
@@ -214,7 +214,7 @@ async def test_period_rollover_closes_period_sockets_4010(
         assert (await recv(day))["period"] == "day"
         assert (await recv(forever))["period"] == "all"
         tomorrow = datetime.now(UTC) + timedelta(days=1)
-        server.services.extras["clock"] = lambda: tomorrow
+        server.services.clock.set(lambda: tomorrow)
         assert await closed_with(day) == 4010
         await send(forever, {"type": "ping"})
         assert (await recv(forever))["type"] == "pong"
@@ -222,6 +222,6 @@ async def test_period_rollover_closes_period_sockets_4010(
         async with await open_ws(server, "scoreboard", player, game=game, period="day") as ws:
             assert (await recv(ws))["period_start"] == tomorrow.date().isoformat()
     finally:
-        server.services.extras.pop("clock", None)
+        server.services.clock.set(None)
         await day.close()
         await forever.close()

@@ -25,7 +25,7 @@ async def test_live_pages_beyond_the_top(
     server: RunningApp, client: httpx.AsyncClient, admin: Account
 ) -> None:
     game, players = await board_of(client, admin, 14)
-    hub = server.services.extras["realtime"]  # type: ignore[union-attr]
+    hub = server.podium.realtime.hub
     sockets = [await open_ws(server, "scores", players[0]) for _ in range(3)]
     try:
         for ws in sockets:

@@ -1,12 +1,15 @@
-"""create_app(settings): routes, error handlers and the lifespan that opens the stores."""
+"""create_app(settings): routes, error handlers and the lifespan that opens the stores.
+
+Everything is wired here, by name: the route lists of the transport modules, and the
+domain containers (Boards, then Realtime) started in order and stopped in reverse.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 from collections.abc import AsyncIterator
-from types import ModuleType
+from typing import Protocol
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -19,51 +22,40 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Receive, Scope, Send
 
+from podium.api import admin, games, health, leaderboards, reports, scores, ws
 from podium.api import auth as auth_api
-from podium.api import health
 from podium.api.middleware import SecurityHeaders
+from podium.api.podium import Podium
 from podium.api.responses import JSON, error_response
+from podium.boards.runtime import Boards
 from podium.errors import ApiError, unavailable
+from podium.ops import endpoints as ops
+from podium.realtime.runtime import Realtime
 from podium.services import Services
 from podium.settings import Settings
 from podium.store.db import create_pool, is_unavailable, migrate
+from podium.web import page as web
 
 log = logging.getLogger("podium")
 
-# Each layer is a module with optional `api_routes` (under /api/v1), `root_routes`
-# (under /) and `async start(services)` / `async stop(services)` for the lifespan.
-# Started in this order, stopped in reverse.
-COMPONENTS = (
-    "podium.boards.component",
-    "podium.realtime.component",
-    "podium.web.component",
-    "podium.ops.component",
-)
+# Under /api/v1.
+API_ROUTES: list[BaseRoute] = [
+    *auth_api.routes,
+    *games.routes,
+    *scores.routes,
+    *admin.routes,
+    *leaderboards.routes,
+    *reports.routes,
+]
+# Under /.
+ROOT_ROUTES: list[BaseRoute] = [*health.routes, *ws.routes, *web.routes, *ops.routes]
 
 
-def _components() -> list[ModuleType]:
-    found = []
-    for name in COMPONENTS:
-        try:
-            found.append(importlib.import_module(name))
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not name.startswith(exc.name):
-                raise
-    return found
+class Part(Protocol):
+    """A domain container the lifespan starts and stops."""
 
-
-def api_routes(components: list[ModuleType]) -> list[BaseRoute]:
-    routes: list[BaseRoute] = [*auth_api.routes]
-    for module in components:
-        routes += getattr(module, "api_routes", [])
-    return routes
-
-
-def root_routes(components: list[ModuleType]) -> list[BaseRoute]:
-    routes: list[BaseRoute] = [*health.routes]
-    for module in components:
-        routes += getattr(module, "root_routes", [])
-    return routes
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
 
 
 class PathRoute(Route):
@@ -191,27 +183,27 @@ async def close_services(services: Services) -> None:
 def create_app(settings: Settings, services: Services | None = None) -> Starlette:
     """The ASGI app. Without `services`, the lifespan opens them from `settings`."""
 
-    components = _components()
-
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         own = services is None
         svc = services if services is not None else await open_services(settings)
-        app.state.podium = svc
-        started: list[ModuleType] = []
+        started: list[Part] = []
         try:
-            for module in components:
-                if hasattr(module, "start"):
-                    await module.start(svc)
-                started.append(module)
+            boards = Boards(svc)
+            realtime = Realtime(svc, boards)
+            app.state.services = svc
+            app.state.podium = Podium(svc, boards, realtime)
+            # Boards first: the hub reads boards, and the writer outlives the sockets.
+            for part in (boards, realtime):
+                await part.start()
+                started.append(part)
             yield
         finally:
-            for module in reversed(started):
-                if hasattr(module, "stop"):
-                    try:
-                        await module.stop(svc)
-                    except Exception:
-                        log.exception("component stop failed", extra={"component": module.__name__})
+            for running in reversed(started):
+                try:
+                    await running.stop()
+                except Exception:
+                    log.exception("stop failed", extra={"part": type(running).__name__})
             if own:
                 await close_services(svc)
 
@@ -226,8 +218,8 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         ),
     ]
     routes = [
-        *whole_paths(root_routes(components)),
-        Mount("/api/v1", routes=whole_paths(api_routes(components))),
+        *whole_paths(ROOT_ROUTES),
+        Mount("/api/v1", routes=whole_paths(API_ROUTES)),
     ]
     return Starlette(
         routes=routes,

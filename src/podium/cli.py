@@ -8,37 +8,16 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Callable, Iterator
 
 import msgspec
 
-from podium.embedded import EmbeddedError, embedded_stores
+from podium import seed
+from podium.bench import command as bench
+from podium.cli_common import CliError, resolved
+from podium.embedded import EmbeddedError
 from podium.settings import Settings, SettingsError, ensure_secret_key, load_settings
 
 log = logging.getLogger("podium")
-
-
-class CliError(Exception):
-    """A command failed for a reason the user can fix; printed without a traceback."""
-
-
-@contextlib.contextmanager
-def resolved(settings: Settings, role: str, *, start_redis: bool = True) -> Iterator[Settings]:
-    """Settings with store URLs: the configured ones, or embedded servers started here.
-
-    With `start_redis=False` no embedded Valkey is started for this command; the
-    redis_url is then the configured one, or that of a running `serve`, or None.
-    """
-    need_redis = settings.redis_url is None and start_redis
-    need_pg = settings.database_url is None
-    with embedded_stores(
-        settings.data_dir, need_redis=need_redis, need_postgres=need_pg, role=role
-    ) as urls:
-        yield msgspec.structs.replace(
-            settings,
-            redis_url=settings.redis_url or urls.get("redis_url"),
-            database_url=settings.database_url or urls.get("database_url"),
-        )
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -206,6 +185,26 @@ def cmd_service_token(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    from podium.app import close_services, open_services
+    from podium.boards.index import BoardIndex
+
+    async def run(s: Settings) -> int:
+        services = await open_services(s)
+        try:
+            index = BoardIndex(services.pool, services.redis, s.redis_prefix, s.retention_days)
+            if not await index.rebuild():
+                raise CliError("another rebuild is running; try again when it finishes")
+            return index.last_count
+        finally:
+            await close_services(services)
+
+    with resolved(settings, "cli") as ready:
+        count = asyncio.run(run(ready))
+    print(f"rebuilt {count} board(s) from the log")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="podium", description="Podium: a realtime leaderboard server."
@@ -244,26 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     svc.add_argument("--revoke", action="store_true", help="revoke the credential named --name")
     svc.set_defaults(func=cmd_service_token)
 
-    for register in EXTRA_COMMANDS:
-        register(sub)
+    rebuild = sub.add_parser("rebuild", help="recreate every Redis board from the PostgreSQL log")
+    rebuild.set_defaults(func=cmd_rebuild)
+
+    seed.register(sub)
+    bench.register(sub)
     return parser
-
-
-# Commands defined in other modules (seed, rebuild, bench) register themselves here.
-EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
-
-
-def _load_extras() -> None:
-    import importlib
-
-    for name in ("podium.boards.cli", "podium.seed", "podium.bench.cli"):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not name.startswith(exc.name):
-                raise
-            continue
-        EXTRA_COMMANDS.append(module.register)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -284,7 +269,6 @@ def main(argv: list[str] | None = None) -> int:
 
     with contextlib.suppress(ValueError):  # only the main thread may set handlers
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    _load_extras()
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()

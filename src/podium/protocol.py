@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from podium.boards.periods import Period
+from podium.periods import Period
 from podium.validation import (
     MAX_OFFSET,
     MAX_PAGE_LIMIT,

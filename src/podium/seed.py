@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import msgspec
 
-from podium.boards.periods import PERIODS, period_start
+from podium.periods import PERIODS, period_start
 from podium.settings import Settings
 
 SEED_PASSWORD = "podium-seed-password"
@@ -372,7 +372,7 @@ async def seed(
 
 
 def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
-    from podium.cli import CliError, resolved
+    from podium.cli_common import CliError, resolved
 
     if args.users < 1 or args.events_per_user < 0 or args.months < 1:
         raise CliError("--users and --months must be >= 1, --events-per-user >= 0")

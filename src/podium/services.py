@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import asyncpg
 import redis.asyncio as aioredis
+from starlette.requests import HTTPConnection
 
 from podium.auth.tokens import TokenIssuer
+from podium.clock import Clock
 from podium.keys import Keys
 from podium.settings import Settings
 
 
 class Services:
-    """Opened in the app lifespan, closed there; handlers reach it as `app.state.podium`."""
+    """Opened in the app lifespan, closed there; reached as `services_of(request)`."""
 
     def __init__(self, settings: Settings, pool: asyncpg.Pool, redis: aioredis.Redis) -> None:
         self.settings = settings
         self.pool = pool
         self.redis = redis
         self.keys = Keys(settings.redis_prefix)
+        self.clock = Clock()
         self.tokens = TokenIssuer(
             settings.secret_key,
             settings.jwt_issuer,
@@ -25,5 +28,10 @@ class Services:
             settings.access_token_ttl,
             settings.refresh_token_ttl,
         )
-        # Hooks later layers register (e.g. realtime closes sockets of a revoked family).
-        self.extras: dict[str, object] = {}
+
+
+def services_of(conn: HTTPConnection) -> Services:
+    """What the app lifespan put at `app.state.services` (for the ground layer's guards;
+    the transport reaches it through its Podium)."""
+    services: Services = conn.app.state.services
+    return services

@@ -50,7 +50,7 @@ class Settings(msgspec.Struct, kw_only=True):
     registrations_per_minute: int = 30
     writes_per_second_per_user: int = 50
     writes_per_second_per_ip: int = 500
-    # Reports (boards/reports.py): their cost bounds.
+    # Reports (boards/top_report.py): their cost bounds.
     reports_per_minute_per_user: int = 30
     reports_per_minute_per_ip: int = 120
     report_concurrency: int = 4

@@ -15,7 +15,7 @@ from typing import Any
 
 import schemathesis
 
-from podium.boards.reports import MAX_RANGE_DAYS
+from podium.boards.top_report import MAX_RANGE_DAYS
 
 
 def _positive(case: Any) -> bool:

@@ -22,9 +22,9 @@ import redis.asyncio as aioredis
 from podium.boards import index as index_module
 from podium.boards.index import BoardIndex, rebuild_lock_key
 from podium.boards.keys import BoardKeys, board_id
-from podium.boards.periods import EPOCH
 from podium.boards.scripts import source
 from podium.embedded import EmbeddedPostgres, EmbeddedValkey
+from podium.periods import EPOCH
 from podium.settings import Settings
 from tests.boards_helpers import create_game, post_score, read_board
 from tests.conftest import (
@@ -141,7 +141,7 @@ async def test_void_racing_an_inflight_batch_keeps_the_player_off_the_board(
         assert r.status_code == 200, r.text
         proxy.release.set()
         assert (await write).status_code == 200
-        index: BoardIndex = a.services.extras["index"]  # type: ignore[assignment]
+        index: BoardIndex = a.podium.boards.index
         assert not index.stale  # the apply ran (and was refused), it did not fail
         assert await read_board(server.services.redis, settings.redis_prefix, game) == []
         await assert_index_matches_log(server)

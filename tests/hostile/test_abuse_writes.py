@@ -18,7 +18,7 @@ from websockets.exceptions import InvalidStatus
 
 from podium.boards import keys
 from podium.boards.model import GameCache
-from podium.boards.scores import payload_hash
+from podium.boards.submit import payload_hash
 from podium.boards.writer import Write, Writer
 from podium.embedded import EmbeddedError, EmbeddedPostgres
 from podium.errors import ApiError
@@ -104,7 +104,7 @@ async def test_the_writer_fails_a_refused_write_alone(
     """Writes that bypass validation and that PostgreSQL (or asyncpg's encoder) refuses,
     queued in one batch with good ones: each bad one gets its own 422, the rest commit."""
     assert server.services is not None
-    writer: Writer = server.services.extras["writer"]  # type: ignore[assignment]
+    writer: Writer = server.podium.boards.writer
     game = (await create_game(client, admin, operator="sum"))["id"]
     good = [_write(player.id, game, score=1) for _ in range(10)]
     bad = [
@@ -151,7 +151,7 @@ async def test_unknown_game_ids_pin_no_memory(stores: Stores) -> None:
             httpx.AsyncClient(base_url=app.url + "/api/v1", timeout=30) as http,
         ):
             assert app.services is not None
-            cache: GameCache = app.services.extras["games"]  # type: ignore[assignment]
+            cache: GameCache = app.podium.boards.games
             cache.max_misses = 50
             admin = await make_admin(app, http)
             player = await register_and_login(http)
@@ -223,7 +223,7 @@ async def test_postgres_killed_under_load_never_gives_500(stores: Stores, tmp_pa
             httpx.AsyncClient(base_url=app.url + "/api/v1", timeout=60) as http,
         ):
             assert app.services is not None
-            cache: GameCache = app.services.extras["games"]  # type: ignore[assignment]
+            cache: GameCache = app.podium.boards.games
             cache.ttl = 0  # every request looks its game up: the lookups under test
             admin = await make_admin(app, http)
             players = [await register_and_login(http) for _ in range(4)]
@@ -283,7 +283,7 @@ async def test_the_writer_sheds_writes_beyond_its_queue_bound(
     """With the store stalled (a user lock held), writes past `max_pending` are 503 at
     once instead of queueing without bound; the queued ones commit once it moves."""
     assert server.services is not None
-    writer: Writer = server.services.extras["writer"]  # type: ignore[assignment]
+    writer: Writer = server.podium.boards.writer
     game = (await create_game(client, admin, operator="sum"))["id"]
     limit, writer.max_pending = writer.max_pending, 3
     try:

@@ -332,7 +332,7 @@ async def test_postgres_down_known_games_still_read_from_redis(fault_stores: Fau
         # A first read caches the display names (a name never read needs PostgreSQL).
         assert (await http.get(f"/leaderboards/{game}", headers=player.headers)).status_code == 200
         # Every lookup goes to PostgreSQL, as each one does once the cache's 1 s passed.
-        app.services.extras["games"].ttl = 0  # type: ignore[attr-defined]
+        app.podium.boards.games.ttl = 0
         await asyncio.to_thread(fault_stores.crash_postgres)
         try:
             r = await http.get(f"/leaderboards/{game}", headers=player.headers)

@@ -6,14 +6,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from podium.api.podium import podium_of
 from podium.api.responses import JSON, read_path
 from podium.api.spec import Param, spec
 from podium.auth.guards import require_admin
 from podium.auth.revocation import void_identity
-from podium.boards.scripts import Scripts
 from podium.boards.void import VoidOut, void_user
 from podium.errors import conflict
-from podium.services import Services
 from podium.validation import UserId
 
 USER = {"user_id": Param(UserId, "the user to void")}
@@ -30,14 +29,13 @@ USER = {"user_id": Param(UserId, "the user to void")}
 async def void(request: Request) -> Response:
     """Void a user: their events stay in the log, marked void; they leave every board."""
     principal = await require_admin(request)
-    services: Services = request.app.state.podium
+    podium = podium_of(request)
     user_id = read_path(request, USER)["user_id"]
     if user_id == principal.user_id:
         # An admin voiding itself would lock the last admin out: another admin must.
         raise conflict("an admin cannot void itself", code="self_void")
-    scripts: Scripts = services.extras["scripts"]  # type: ignore[assignment]
-    out = await void_user(services, scripts, user_id)
-    await void_identity(services, user_id)
+    out = await void_user(podium.services, podium.boards, user_id)
+    await void_identity(podium.services, user_id)
     return JSON(out)
 
 

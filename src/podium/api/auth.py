@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from podium.api.podium import podium_of
 from podium.api.responses import JSON, read_json
 from podium.api.spec import spec
 from podium.auth import ratelimit, revocation
@@ -115,7 +116,7 @@ def validate_registration(body: RegisterIn | _RegisterForm) -> dict[str, str]:
 
 
 def services_of(request: Request) -> Services:
-    return request.app.state.podium
+    return podium_of(request).services
 
 
 def client_ip(request: Request) -> str:

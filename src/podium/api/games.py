@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from podium.api.podium import podium_of
 from podium.api.responses import JSON, read_json, read_path
 from podium.api.spec import Param, shape, spec
 from podium.auth.guards import require_admin, require_principal
@@ -72,11 +73,11 @@ class PointsIn(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def _services(request: Request) -> Services:
-    return request.app.state.podium
+    return podium_of(request).services
 
 
-def _cache(services: Services) -> GameCache:
-    return services.extras["games"]  # type: ignore[return-value]
+def _cache(request: Request) -> GameCache:
+    return podium_of(request).boards.games
 
 
 def _check_rules(min_score: int | None, max_score: int | None) -> None:
@@ -129,7 +130,7 @@ async def create_game(request: Request) -> Response:
         created = await _store(model.insert_game(services.pool, game))
     except model.GameExists:
         raise conflict(f"game {body.id!r} exists", code="game_exists") from None
-    _cache(services).forget(body.id)
+    _cache(request).forget(body.id)
     return JSON(created.public(), status_code=201)
 
 
@@ -196,7 +197,7 @@ async def patch_game(request: Request) -> Response:
     updated = await _store(model.update_game(services.pool, game_id, changes))
     if updated is None:
         raise not_found(f"no game {game_id!r}")
-    _cache(services).forget(game_id)
+    _cache(request).forget(game_id)
     return JSON(updated.public())
 
 

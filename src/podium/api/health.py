@@ -8,9 +8,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from podium.api.podium import podium_of
 from podium.api.responses import JSON
 from podium.api.spec import shape, spec
-from podium.services import Services
 
 
 @spec(summary="Liveness: the process answers", tag="ops", response=shape("Health", status=str))
@@ -33,7 +33,7 @@ async def _check(coro: object, timeout: float = 2.0) -> str | None:
     errors=(503,),
 )
 async def readyz(request: Request) -> Response:
-    services: Services = request.app.state.podium
+    services = podium_of(request).services
     redis_err, pg_err = await asyncio.gather(
         _check(services.redis.ping()), _check(services.pool.fetchval("SELECT 1"))
     )

@@ -11,13 +11,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from podium.api.podium import podium_of
 from podium.api.responses import JSON, read_path, read_query
 from podium.api.spec import Param, shape, spec
 from podium.auth.guards import require_principal
 from podium.auth.tokens import Principal
 from podium.boards import ranks
-from podium.boards.periods import Period
+from podium.boards.runtime import Boards
 from podium.errors import invalid, not_found, unavailable
+from podium.periods import Period
 from podium.services import Services
 from podium.store.db import is_unavailable
 from podium.validation import PageLimit, PageOffset, Slug, UserId, user_id_of
@@ -62,7 +64,11 @@ MEMBERS_QUERY = {
 
 
 def _services(request: Request) -> Services:
-    return request.app.state.podium
+    return podium_of(request).services
+
+
+def _boards(request: Request) -> Boards:
+    return podium_of(request).boards
 
 
 async def _target_user(request: Request, principal: Principal, params: Mapping[str, Param]) -> int:
@@ -103,6 +109,7 @@ async def board_page(request: Request) -> Response:
     q = read_query(request, PAGE_QUERY)
     page = await ranks.top_page(
         _services(request),
+        _boards(request),
         game,
         q["period"],
         q["at"],
@@ -128,7 +135,13 @@ async def board_around(request: Request) -> Response:
     path = read_path(request, {**GAME, **USER_ID})
     q = read_query(request, AROUND_QUERY)
     page = await ranks.around(
-        _services(request), path["game"], path["user_id"], q["radius"], q["period"], q["at"]
+        _services(request),
+        _boards(request),
+        path["game"],
+        path["user_id"],
+        q["radius"],
+        q["period"],
+        q["at"],
     )
     return JSON(page)
 
@@ -147,7 +160,9 @@ async def board_user(request: Request) -> Response:
     game = read_path(request, GAME)["game"]
     q = read_query(request, BOARD_QUERY)
     user_id = await _target_user(request, principal, USER)
-    result = await ranks.user_rank(_services(request), game, user_id, q["period"], q["at"])
+    result = await ranks.user_rank(
+        _services(request), _boards(request), game, user_id, q["period"], q["at"]
+    )
     return JSON(result)
 
 
@@ -169,7 +184,9 @@ async def board_members(request: Request) -> Response:
     # An id wider than int64 (or 0) names no user: missing, like any unknown id.
     wild = [uid for uid in ids if user_id_of(str(uid)) is None]
     found = [uid for uid in ids if uid not in wild]
-    result = await ranks.members(_services(request), game, found, q["period"], q["at"])
+    result = await ranks.members(
+        _services(request), _boards(request), game, found, q["period"], q["at"]
+    )
     result.missing += wild
     return JSON(result)
 
@@ -185,7 +202,7 @@ async def board_members(request: Request) -> Response:
 async def user_ranks(request: Request) -> Response:
     principal = await require_principal(request)
     user_id = await _target_user(request, principal, USER)
-    boards = await ranks.boards_of_user(_services(request), user_id)
+    boards = await ranks.boards_of_user(_services(request), _boards(request), user_id)
     return JSON({"user_id": user_id, "boards": boards})
 
 

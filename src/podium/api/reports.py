@@ -9,10 +9,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from podium.api.podium import podium_of
 from podium.api.responses import JSON, read_query
 from podium.api.spec import Param, spec
 from podium.auth.guards import require_principal
-from podium.boards.reports import Report, report_csv, top_report
+from podium.boards.top_report import Report, report_csv, top_report
 from podium.validation import MAX_REPORT_LIMIT, ReportLimit, Slug
 
 QUERY = {
@@ -37,8 +38,10 @@ async def top(request: Request) -> Response:
     principal = await require_principal(request)
     q = read_query(request, QUERY)
     fmt = q["format"]
+    podium = podium_of(request)
     report = await top_report(
-        request.app.state.podium,
+        podium.services,
+        podium.boards,
         principal,
         request.client.host if request.client else None,
         q["start"],

@@ -8,12 +8,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from podium import metrics
+from podium.api.podium import podium_of
 from podium.api.responses import JSON, read_json, validation_details
 from podium.api.spec import spec
 from podium.auth.guards import require_principal
-from podium.boards.scores import ScoreIn, ScoreOut, submit_score
+from podium.boards.submit import ScoreIn, ScoreOut, submit_score
 from podium.errors import ApiError, invalid
-from podium.services import Services
 
 
 def score_in(message: msgspec.Struct) -> ScoreIn:
@@ -42,14 +42,15 @@ def score_in(message: msgspec.Struct) -> ScoreIn:
 )
 async def post_score(request: Request) -> Response:
     principal = await require_principal(request)
-    services: Services = request.app.state.podium
+    podium = podium_of(request)
+    services = podium.services
     try:
         body = await read_json(request, ScoreIn, services.settings.max_body_bytes)
     except ApiError:
         metrics.WRITES.labels("refused").inc()
         raise
     client = request.client.host if request.client else "unknown"
-    return JSON(await submit_score(services, principal, body, client))
+    return JSON(await submit_score(services, podium.boards, principal, body, client))
 
 
 routes = [Route("/scores", post_score, methods=["POST"])]

@@ -21,11 +21,11 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from podium import metrics
+from podium.api.podium import podium_of
 from podium.api.responses import error_response, read_query
 from podium.api.spec import Param
 from podium.auth.guards import authenticate_token, bearer_token
 from podium.auth.tokens import Principal, TokenError
-from podium.boards.periods import Period
 from podium.errors import (
     WS_INTERNAL,
     WS_REVOKED,
@@ -36,6 +36,7 @@ from podium.errors import (
     invalid,
     unavailable,
 )
+from podium.periods import Period
 from podium.protocol import (
     Ack,
     Error,
@@ -144,6 +145,7 @@ class Channel:
     def __init__(self, hub: Hub, ws: WebSocket, principal: Principal) -> None:
         self.hub = hub
         self.services = hub.services
+        self.boards = hub.boards
         self.ws = ws
         self.principal = principal
 
@@ -315,13 +317,13 @@ class AddScore(Channel):
 
     async def _write(self, request: SubmitScore) -> None:
         from podium.api.scores import score_in
-        from podium.boards.scores import submit_score
+        from podium.boards.submit import submit_score
 
         session = self.session
         try:
             body = score_in(request)
             client = self.ws.client.host if self.ws.client else "unknown"
-            out = await submit_score(self.services, session.principal, body, client)
+            out = await submit_score(self.services, self.boards, session.principal, body, client)
             session.reply(
                 Ack(
                     event_id=request.event_id,
@@ -356,13 +358,20 @@ class Reports(Channel):
         self.session = session
 
     async def handle(self, request: Any) -> None:
-        from podium.boards.reports import top_report
+        from podium.boards.top_report import top_report
 
         assert self.session is not None
         match request:
             case ReportRequest(start=start, end=end, limit=limit, game=game):
                 report = await top_report(
-                    self.services, self.principal, self._client(), start, end, limit, game
+                    self.services,
+                    self.boards,
+                    self.principal,
+                    self._client(),
+                    start,
+                    end,
+                    limit,
+                    game,
                 )
                 self.session.reply(
                     ReportMsg(
@@ -380,6 +389,7 @@ class Reports(Channel):
                 last = _seed_date("end", end)
                 report = await top_report(
                     self.services,
+                    self.boards,
                     self.principal,
                     self._client(),
                     first,
@@ -427,9 +437,9 @@ class Endpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ws = WebSocket(scope, receive, send)
-        services = scope["app"].state.podium
-        hub: Hub | None = services.extras.get("realtime")
-        if hub is None or not origin_allowed(ws, services.settings.cors_origins):
+        podium = podium_of(ws)
+        services, hub = podium.services, podium.realtime.hub
+        if not origin_allowed(ws, services.settings.cors_origins):
             await refuse(ws)
             return
         token = bearer_token(ws)
@@ -467,6 +477,7 @@ class Endpoint:
             hub.unregister,
             channel.rate(),
             direct=scope.get("extensions", {}).get(DIRECT),
+            on_reauth=hub.rebind,
         )
         registered = False
         endpoint = ""

@@ -13,7 +13,7 @@ from starlette.requests import HTTPConnection
 from podium import metrics
 from podium.auth.tokens import SERVICE_PREFIX, Principal, TokenError, hash_service_secret
 from podium.errors import ApiError, forbidden, not_found, unauthorized
-from podium.services import Services
+from podium.services import Services, services_of
 
 
 def bearer_token(conn: HTTPConnection) -> str | None:
@@ -98,7 +98,7 @@ async def require_principal(conn: HTTPConnection) -> Principal:
     token = bearer_token(conn)
     if token is None:
         raise unauthorized()
-    services: Services = conn.app.state.podium
+    services = services_of(conn)
     try:
         principal = await authenticate_token(services, token)
     except TokenError as exc:
@@ -134,7 +134,7 @@ def require_metrics_access(conn: HTTPConnection) -> None:
     Anyone else gets the 404 of a route that does not exist, whatever the path's
     spelling that led here (the proxy's rule is the first line, this the second).
     """
-    settings = conn.app.state.podium.settings
+    settings = services_of(conn).settings
     token = settings.metrics_token
     header = conn.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")

@@ -18,9 +18,8 @@ import msgspec
 
 from podium import metrics
 from podium.boards.keys import GLOBAL
-from podium.boards.model import GameCache
 from podium.boards.names import usernames
-from podium.boards.periods import PERIODS, Period, period_start
+from podium.boards.runtime import Boards
 from podium.boards.sources import (
     REDIS_FAILURES,
     Board,
@@ -36,6 +35,7 @@ from podium.boards.sources import (
     redis_ranks,
 )
 from podium.errors import bad_request, invalid, not_found
+from podium.periods import PERIODS, Period, period_start
 from podium.services import Services
 from podium.validation import INT64_MAX, MAX_OFFSET, MAX_PAGE_LIMIT, is_slug
 
@@ -84,15 +84,14 @@ def _check_users(user_ids: list[int]) -> None:
 # --- board resolution -----------------------------------------------------------------
 
 
-async def game_descending(services: Services, game: str) -> bool:
+async def game_descending(boards: Boards, game: str) -> bool:
     """Whether `game` ranks high values first; 404 for an unknown game."""
     if game == GLOBAL:
         return True
     if not is_slug(game):  # before the cache and the query: they never see such a name
         raise not_found("no such game")
-    cache: GameCache = services.extras["games"]
     with postgres():
-        found = await cache.get(game)
+        found = await boards.games.get(game)
     if found is None:
         raise not_found(f"no game {game!r}")
     return found.order == "desc"
@@ -104,24 +103,20 @@ def parse_period(period: str) -> Period:
     return period  # type: ignore[return-value]
 
 
-def today() -> date:
-    return datetime.now(UTC).date()
-
-
 async def resolve_board(
-    services: Services, game: str, period: str = "all", at: date | None = None
+    services: Services, boards: Boards, game: str, period: str = "all", at: date | None = None
 ) -> Board:
     p = parse_period(period)
-    day = at or today()
-    if p != "all" and (today() - day).days > services.settings.retention_days:
+    today = services.clock.today()
+    day = at or today
+    if p != "all" and (today - day).days > services.settings.retention_days:
         raise not_found(f"period boards are kept for {services.settings.retention_days} days")
-    descending = await game_descending(services, game)
+    descending = await game_descending(boards, game)
     return Board(game, p, period_start(p, day), descending)
 
 
-def _index_ready(services: Services) -> bool:
-    index = services.extras.get("index")
-    return bool(getattr(index, "ready", True))
+def _index_ready(boards: Boards) -> bool:
+    return boards.index.ready
 
 
 def _ms_to_dt(ms: int | None) -> datetime | None:
@@ -164,13 +159,13 @@ def decode_cursor(cursor: str, board: str) -> _Cursor:
 
 
 async def _page_rows(
-    services: Services, board: Board, offset: int, limit: int, cursor: str | None
+    services: Services, boards: Boards, board: Board, offset: int, limit: int, cursor: str | None
 ) -> tuple[int, list[Row], int]:
     after = None
     if cursor is not None:
         c = decode_cursor(cursor, board.id)
         offset, after = c.offset, c.member
-    if _index_ready(services):
+    if _index_ready(boards):
         try:
             return await redis_page(services, board, offset, limit, after)
         except REDIS_FAILURES:
@@ -178,11 +173,13 @@ async def _page_rows(
     return await pg_page(services, board, offset, limit)
 
 
-async def board_ranks(services: Services, board: Board, user_ids: list[int]) -> tuple[int, Ranks]:
+async def board_ranks(
+    services: Services, boards: Boards, board: Board, user_ids: list[int]
+) -> tuple[int, Ranks]:
     """(total, {user_id: (rank or None, score or None)}) in one round trip."""
-    if _index_ready(services):
+    if _index_ready(boards):
         try:
-            return await redis_ranks(services, board, user_ids)
+            return await redis_ranks(services, boards.ranks_script, board, user_ids)
         except REDIS_FAILURES:
             metrics.REDIS_ERRORS.inc()
     return await pg_ranks(services, board, user_ids)
@@ -193,6 +190,7 @@ async def board_ranks(services: Services, board: Board, user_ids: list[int]) -> 
 
 async def _entries(
     services: Services,
+    boards: Boards,
     board: Board,
     rows: list[Row],
     competition: bool,
@@ -206,7 +204,7 @@ async def _entries(
         rank = pos + 1
         if competition:
             if prev_value is None:
-                rank = await _competition_rank(services, board, value, pos)
+                rank = await _competition_rank(services, boards, board, value, pos)
             elif value == prev_value:
                 rank = prev_rank
         achieved = _ms_to_dt(ms) if ms is not None else times.get(uid)
@@ -215,8 +213,10 @@ async def _entries(
     return entries
 
 
-async def _competition_rank(services: Services, board: Board, value: int, pos: int) -> int:
-    if _index_ready(services):
+async def _competition_rank(
+    services: Services, boards: Boards, board: Board, value: int, pos: int
+) -> int:
+    if _index_ready(boards):
         try:
             return await redis_competition_base(services, board, value) + 1
         except REDIS_FAILURES:
@@ -226,6 +226,7 @@ async def _competition_rank(services: Services, board: Board, value: int, pos: i
 
 async def top_page(
     services: Services,
+    boards: Boards,
     game: str,
     period: str = "all",
     at: date | None = None,
@@ -239,9 +240,9 @@ async def top_page(
         raise invalid("limit out of range", {"limit": f"1..{MAX_LIMIT}"})
     if not 0 <= offset <= MAX_OFFSET:
         raise invalid("offset out of range", {"offset": f"0..{MAX_OFFSET}"})
-    board = await resolve_board(services, game, period, at)
-    total, rows, first = await _page_rows(services, board, offset, limit, cursor)
-    entries = await _entries(services, board, rows, competition)
+    board = await resolve_board(services, boards, game, period, at)
+    total, rows, first = await _page_rows(services, boards, board, offset, limit, cursor)
+    entries = await _entries(services, boards, board, rows, competition)
     next_cursor = None
     if rows and first + len(rows) < total:
         last = rows[-1]
@@ -257,11 +258,16 @@ def percentile(rank: int | None, total: int) -> float | None:
 
 
 async def user_rank(
-    services: Services, game: str, user_id: int, period: str = "all", at: date | None = None
+    services: Services,
+    boards: Boards,
+    game: str,
+    user_id: int,
+    period: str = "all",
+    at: date | None = None,
 ) -> UserRank:
     _check_users([user_id])
-    board = await resolve_board(services, game, period, at)
-    total, ranks = await board_ranks(services, board, [user_id])
+    board = await resolve_board(services, boards, game, period, at)
+    total, ranks = await board_ranks(services, boards, board, [user_id])
     rank, score = ranks[user_id]
     return UserRank(
         game, board.period, board.start, user_id, rank, score, total, percentile(rank, total)
@@ -269,19 +275,22 @@ async def user_rank(
 
 
 async def ranks_of(
-    services: Services, board: str, user_ids: list[int]
+    services: Services, boards: Boards, board: str, user_ids: list[int]
 ) -> dict[int, tuple[int | None, int | None, int]]:
     """uid -> (rank, score, total) on a board id, one round trip (for my-score batches)."""
     from podium.boards.keys import parse_board_id
 
     game, period, start = parse_board_id(board)
-    descending = await game_descending(services, game)
-    total, ranks = await board_ranks(services, Board(game, period, start, descending), user_ids)
+    descending = await game_descending(boards, game)
+    total, ranks = await board_ranks(
+        services, boards, Board(game, period, start, descending), user_ids
+    )
     return {uid: (r, s, total) for uid, (r, s) in ranks.items()}
 
 
 async def around(
     services: Services,
+    boards: Boards,
     game: str,
     user_id: int,
     radius: int = 5,
@@ -292,15 +301,15 @@ async def around(
     if not 0 <= radius <= MAX_RADIUS:
         raise invalid("radius out of range", {"radius": f"0..{MAX_RADIUS}"})
     _check_users([user_id])
-    board = await resolve_board(services, game, period, at)
-    total, ranks = await board_ranks(services, board, [user_id])
+    board = await resolve_board(services, boards, game, period, at)
+    total, ranks = await board_ranks(services, boards, board, [user_id])
     rank = ranks[user_id][0]
     if rank is None:
         raise not_found("the user is not on this board")
     start = max(0, rank - 1 - radius)
     count = rank - 1 - start + radius + 1
-    total, rows, _ = await _page_rows(services, board, start, count, None)
-    entries = await _entries(services, board, rows, False)
+    total, rows, _ = await _page_rows(services, boards, board, start, count, None)
+    entries = await _entries(services, boards, board, rows, False)
     return Page(game, board.period, board.start, total, entries, None)
 
 
@@ -322,12 +331,17 @@ class MembersPage(msgspec.Struct):
 
 
 async def members(
-    services: Services, game: str, user_ids: list[int], period: str = "all", at: date | None = None
+    services: Services,
+    boards: Boards,
+    game: str,
+    user_ids: list[int],
+    period: str = "all",
+    at: date | None = None,
 ) -> MembersPage:
     """A friends board: the given users ranked among themselves, with their board ranks."""
     _check_users(user_ids)
-    board = await resolve_board(services, game, period, at)
-    total, ranks = await board_ranks(services, board, user_ids)
+    board = await resolve_board(services, boards, game, period, at)
+    total, ranks = await board_ranks(services, boards, board, user_ids)
     present = sorted(
         (r, uid, s) for uid, (r, s) in ranks.items() if r is not None and s is not None
     )
@@ -340,7 +354,7 @@ async def members(
     return MembersPage(game, board.period, board.start, total, entries, missing)
 
 
-async def boards_of_user(services: Services, user_id: int) -> list[UserRank]:
+async def boards_of_user(services: Services, boards: Boards, user_id: int) -> list[UserRank]:
     """Every all-time board the user is on (global included), plus this period's boards."""
     _check_users([user_id])
     with postgres():
@@ -352,13 +366,13 @@ async def boards_of_user(services: Services, user_id: int) -> list[UserRank]:
             "   ELSE date_trunc('month', $2::date)::date END)"
             " ORDER BY game_id = 'global' DESC, game_id, period",
             user_id,
-            today(),
+            services.clock.today(),
         )
     out = []
     for r in rows:
-        descending = await game_descending(services, r["game_id"])
+        descending = await game_descending(boards, r["game_id"])
         board = Board(r["game_id"], r["period"], r["period_start"], descending)
-        total, ranks = await board_ranks(services, board, [user_id])
+        total, ranks = await board_ranks(services, boards, board, [user_id])
         rank, score = ranks[user_id]
         out.append(
             UserRank(

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
 from podium.boards.keys import member, to_zscore
-from podium.boards.periods import Period, period_end
+from podium.periods import Period, period_end
 
 
 @cache

@@ -18,12 +18,12 @@ from redis.exceptions import RedisError
 
 from podium import metrics
 from podium.boards.keys import BoardKeys, board_id, from_zscore, parse_member
-from podium.boards.periods import Period
 from podium.errors import ApiError, unavailable
+from podium.periods import Period
 from podium.services import Services
 from podium.store.db import is_unavailable
 
-_RANKS_LUA = (resources.files("podium.boards") / "lua" / "ranks.lua").read_text()
+RANKS_LUA = (resources.files("podium.boards") / "lua" / "ranks.lua").read_text()
 
 # (position, user_id, value, reached_ms or None, member ("" from PostgreSQL))
 Row = tuple[int, int, int, int | None, str]
@@ -68,14 +68,6 @@ def postgres() -> Iterator[None]:
 # --- Redis -----------------------------------------------------------------------------
 
 
-def _ranks_script(services: Services) -> AsyncScript:
-    script = services.extras.get("ranks_script")
-    if not isinstance(script, AsyncScript):
-        script = services.redis.register_script(_RANKS_LUA)
-        services.extras["ranks_script"] = script
-    return script
-
-
 async def redis_page(
     services: Services, board: Board, offset: int, limit: int, after: str | None = None
 ) -> tuple[int, list[Row], int]:
@@ -111,9 +103,11 @@ async def redis_competition_base(services: Services, board: Board, value: int) -
     return int(await services.redis.zcount(keys.zset(board.id), "-inf", f"({zscore}"))
 
 
-async def redis_ranks(services: Services, board: Board, user_ids: list[int]) -> tuple[int, Ranks]:
+async def redis_ranks(
+    services: Services, script: AsyncScript, board: Board, user_ids: list[int]
+) -> tuple[int, Ranks]:
     keys = BoardKeys(services.settings.redis_prefix)
-    result = await _ranks_script(services)(
+    result = await script(
         keys=[keys.zset(board.id), keys.members(board.id), keys.epoch], args=user_ids
     )
     ranks: Ranks = {}

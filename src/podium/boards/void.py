@@ -7,7 +7,8 @@ import logging
 import msgspec
 
 from podium.boards.keys import GLOBAL, board_id
-from podium.boards.scripts import ApplyEvent, BoardRow, Scripts, expire_at
+from podium.boards.runtime import Boards
+from podium.boards.scripts import ApplyEvent, BoardRow, expire_at
 from podium.errors import not_found, unavailable
 from podium.services import Services
 from podium.store.db import is_unavailable
@@ -33,7 +34,7 @@ FROM d LEFT JOIN games g ON g.id = d.game_id
 """
 
 
-async def void_user(services: Services, scripts: Scripts, user_id: int) -> VoidOut:
+async def void_user(services: Services, boards: Boards, user_id: int) -> VoidOut:
     """Mark the user's events void, drop their board rows, and update Redis with diffs."""
     if not 1 <= user_id <= INT64_MAX:  # no such user can exist; the query would refuse it
         raise not_found("no such user")
@@ -62,7 +63,7 @@ async def void_user(services: Services, scripts: Scripts, user_id: int) -> VoidO
         if is_unavailable(exc):
             raise unavailable("the score store is unavailable; nothing was voided") from None
         raise
-    boards = [board_id(r["game_id"], r["period"], r["period_start"]) for r in rows]
+    ids = [board_id(r["game_id"], r["period"], r["period_start"]) for r in rows]
     # Each removal carries the version of the row it deleted: Redis keeps it as a
     # tombstone, so a batch of this user that committed before the void (its version
     # is at most that) and reaches Redis after it is refused.
@@ -75,16 +76,14 @@ async def void_user(services: Services, scripts: Scripts, user_id: int) -> VoidO
             True if r["game_id"] == GLOBAL else r["descending"],
             expire_at(r["period"], r["period_start"], services.settings.retention_days),
         )
-        for board, r in zip(boards, rows, strict=True)
+        for board, r in zip(ids, rows, strict=True)
     ]
-    index = services.extras.get("index")
     try:
         # During a rebuild this reaches the boards aside too; its tombstones win over
         # the rebuild's snapshot in either order.
         if removals:
-            await scripts.apply([ApplyEvent("", user_id, removals)])
+            await boards.scripts.apply([ApplyEvent("", user_id, removals)])
     except Exception as exc:
         log.warning("redis void failed; index marked stale: %s", exc)
-        if index is not None:
-            index.mark_stale()  # type: ignore[attr-defined]
-    return VoidOut(user_id=user_id, voided_events=int(status.split()[-1]), boards=sorted(boards))
+        boards.index.mark_stale()
+    return VoidOut(user_id=user_id, voided_events=int(status.split()[-1]), boards=sorted(ids))

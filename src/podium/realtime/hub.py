@@ -20,9 +20,11 @@ from redis.exceptions import RedisError
 
 from podium import metrics
 from podium.auth.revocation import RecentRevocations
+from podium.auth.tokens import Principal
 from podium.boards.keys import BoardKeys, board_id
-from podium.boards.periods import PERIODS, Period, period_start
+from podium.boards.runtime import Boards
 from podium.errors import WS_GOING_AWAY, WS_PERIOD_ENDED, WS_REVOKED, invalid
+from podium.periods import PERIODS, Period, period_start
 from podium.protocol import (
     PageMsg,
     PageRow,
@@ -37,6 +39,7 @@ from podium.realtime.broker import RESYNC, Broker
 from podium.realtime.coalesce import TopWindow
 from podium.realtime.direct import text_frame
 from podium.realtime.session import Limits, Session
+from podium.services import Services
 
 log = logging.getLogger("podium.hub")
 
@@ -89,18 +92,14 @@ def parse_period(period: str) -> Period:
     return period  # type: ignore[return-value]
 
 
-def today(services: Any) -> date:
-    """The UTC day; `services.extras["clock"]` (the write path's test clock) when set."""
-    clock = services.extras.get("clock")
-    moment = clock() if clock is not None else datetime.now(UTC)
-    return moment.astimezone(UTC).date()
-
-
 class Hub:
     """This process's sockets and the boards they watch."""
 
-    def __init__(self, services: Any, broker: Broker, limits: Limits | None = None) -> None:
+    def __init__(
+        self, services: Services, boards: Boards, broker: Broker, limits: Limits | None = None
+    ) -> None:
         self.services = services
+        self.boards = boards
         self.broker = broker
         self.limits = limits or Limits()
         self.keys = BoardKeys(services.settings.redis_prefix)
@@ -113,7 +112,7 @@ class Hub:
         self.by_family: dict[str, set[Session]] = {}
         self.recent_revocations = RecentRevocations()
         self._resync_generation = 0
-        self._day = today(services)
+        self._day = services.clock.today()
         self._tasks: list[asyncio.Task[None]] = []
         self._refresh: asyncio.Task[None] | None = None
         # Counters for metrics and tests.
@@ -168,7 +167,7 @@ class Hub:
             if subject:
                 _discard(self.by_family, subject, session)
 
-    def rebind(self, session: Session, old: Any) -> None:
+    def rebind(self, session: Session, old: Principal) -> None:
         """The session re-authenticated: it now belongs to the new token's family."""
         if old.family:
             _discard(self.by_family, old.family, session)
@@ -186,7 +185,7 @@ class Hub:
     async def acquire(self, game: str, period: str) -> Feed:
         """The feed of a board's current period, loaded; release it when done."""
         p = parse_period(period)
-        start = period_start(p, today(self.services))
+        start = period_start(p, self.services.clock.today())
         board = board_id(game, p, start)
         feed = self.feeds.get(board)
         if feed is None:
@@ -234,7 +233,9 @@ class Hub:
             # Redis is down: the rows come from PostgreSQL; the broker's reconnection
             # re-reads this board (with its real seq) once Redis is back.
             raw = None
-        page = await top_page(self.services, feed.game, feed.period, at=feed.start, limit=TOP_N)
+        page = await top_page(
+            self.services, self.boards, feed.game, feed.period, at=feed.start, limit=TOP_N
+        )
         rows = [
             Row(rank=e.rank, user_id=e.user_id, username=e.username, score=e.score)
             for e in page.entries
@@ -304,7 +305,13 @@ class Hub:
         from podium.boards.ranks import top_page
 
         page = await top_page(
-            self.services, feed.game, feed.period, at=feed.start, offset=key[0], limit=key[1]
+            self.services,
+            self.boards,
+            feed.game,
+            feed.period,
+            at=feed.start,
+            offset=key[0],
+            limit=key[1],
         )
         watch = feed.pages.get(key)
         sub = watch.sub if watch else f"{feed.game}:{feed.period}:{key[0]}:{key[1]}"
@@ -317,7 +324,7 @@ class Hub:
         if session not in sessions:
             metrics.WS_SUBSCRIPTIONS.labels("my-score").inc()
         sessions.add(session)
-        found = await ranks_of(self.services, feed.board, [user_id])
+        found = await ranks_of(self.services, self.boards, feed.board, [user_id])
         state = found.get(user_id, (None, None, 0))
         feed.last_rank[user_id] = state
         session.reply(_rank_text(feed, state))
@@ -400,7 +407,7 @@ class Hub:
                 self._refresh = asyncio.create_task(self._refresh_reads(due))
 
     def _check_rollover(self) -> None:
-        day = today(self.services)
+        day = self.services.clock.today()
         if day == self._day:
             return
         self._day = day
@@ -486,7 +493,13 @@ class Hub:
 
         self.page_reads += 1
         page = await top_page(
-            self.services, feed.game, feed.period, at=feed.start, offset=key[0], limit=key[1]
+            self.services,
+            self.boards,
+            feed.game,
+            feed.period,
+            at=feed.start,
+            offset=key[0],
+            limit=key[1],
         )
         state = (page.total, tuple((e.user_id, e.score) for e in page.entries))
         if state == watch.last:
@@ -505,7 +518,7 @@ class Hub:
 
         user_ids = list(feed.mine)
         self.rank_batches += 1
-        found = await ranks_of(self.services, feed.board, user_ids)
+        found = await ranks_of(self.services, self.boards, feed.board, user_ids)
         for uid in user_ids:
             state = found.get(uid)
             if state is None or feed.last_rank.get(uid) == state:

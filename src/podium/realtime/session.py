@@ -90,6 +90,7 @@ class Session:
         on_close: Callable[[Session], None] | None = None,
         rate: float | None = None,
         direct: DirectSender | None = None,
+        on_reauth: Callable[[Session, Principal], None] | None = None,
     ) -> None:
         self.id = next(_ids)
         self.services = services
@@ -102,6 +103,8 @@ class Session:
         self._direct = direct
         self._sending = False
         self._on_close = on_close
+        # Told (session, old principal) after a re-auth: the hub re-files the session.
+        self._on_reauth = on_reauth
         self._queue: deque[str] = deque()
         self._wake = asyncio.Event()
         self._lagging: dict[str, Stale] = {}
@@ -275,9 +278,8 @@ class Session:
         old = self.principal
         self.principal = principal
         self._arm_expiry()
-        rebind = getattr(self.services.extras.get("realtime"), "rebind", None)
-        if rebind is not None:
-            rebind(self, old)
+        if self._on_reauth is not None:
+            self._on_reauth(self, old)
         self.reply(Authed(exp=principal.exp))
 
     # -- inbound -------------------------------------------------------------------

@@ -21,9 +21,9 @@ import asyncpg
 import msgspec
 
 from podium.auth.tokens import Principal
-from podium.boards.model import GameCache
 from podium.boards.names import usernames
-from podium.boards.scores import enforce_limits
+from podium.boards.runtime import Boards
+from podium.boards.submit import enforce_limits
 from podium.errors import invalid, not_found, unavailable
 from podium.services import Services
 from podium.store.db import store_errors
@@ -97,19 +97,11 @@ async def _rate_limit(services: Services, who: Principal, client_addr: str | Non
     await enforce_limits(services, counters)
 
 
-def report_slots(services: Services) -> asyncio.Semaphore:
-    """The process's report slots (`report_concurrency`), made on first use."""
-    slots = services.extras.get("report_slots")
-    if not isinstance(slots, asyncio.Semaphore):
-        slots = asyncio.Semaphore(max(1, services.settings.report_concurrency))
-        services.extras["report_slots"] = slots
-    return slots
-
-
-async def _fetch(services: Services, query: str, *args: object) -> list[asyncpg.Record]:
+async def _fetch(
+    services: Services, slots: asyncio.Semaphore, query: str, *args: object
+) -> list[asyncpg.Record]:
     """Run the report query in a slot, under the statement timeout."""
     timeout_ms = max(1, services.settings.report_timeout_ms)
-    slots = report_slots(services)
     try:
         async with asyncio.timeout(timeout_ms / 1000):
             await slots.acquire()
@@ -136,6 +128,7 @@ async def _fetch(services: Services, query: str, *args: object) -> list[asyncpg.
 
 async def top_report(
     services: Services,
+    boards: Boards,
     who: Principal,
     client_addr: str | None,
     start: date,
@@ -157,14 +150,14 @@ async def top_report(
     await _rate_limit(services, who, client_addr)
     direction = "DESC"
     if game is not None:
-        cache: GameCache = services.extras["games"]  # type: ignore[assignment]
         with store_errors("the report store is unavailable"):
-            found = await cache.get(game)
+            found = await boards.games.get(game)
         if found is None:
             raise not_found("no such game")
         direction = "DESC" if found.order == "desc" else "ASC"
     rows = await _fetch(
         services,
+        boards.report_slots,
         _PER_GAME.format(direction=direction),
         _midnight(start),
         _midnight(end),

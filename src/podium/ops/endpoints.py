@@ -1,4 +1,4 @@
-"""The ops component: `/metrics`, `/openapi.json` and the `/docs` page, at the root."""
+"""The ops endpoints: `/metrics`, `/openapi.json` and the `/docs` page, at the root."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ async def openapi_document(request: Request) -> Response:
     return JSON(document)
 
 
-root_routes: list[BaseRoute] = [
+routes: list[BaseRoute] = [
     Route("/metrics", metrics_endpoint, methods=["GET"]),
     Route("/openapi.json", openapi_document, methods=["GET"]),
     Route("/docs", docs_page, methods=["GET"]),

@@ -19,8 +19,6 @@ import hashlib
 import hmac
 import logging
 import uuid
-from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Annotated, ClassVar
 
 import msgspec
@@ -29,8 +27,9 @@ import redis.exceptions
 from podium import metrics
 from podium.auth import ratelimit
 from podium.auth.tokens import Principal
-from podium.boards.model import Game, GameCache
-from podium.boards.writer import Outcome, Write, Writer
+from podium.boards.model import Game
+from podium.boards.runtime import Boards
+from podium.boards.writer import Outcome, Write
 from podium.errors import (
     ApiError,
     conflict,
@@ -87,21 +86,6 @@ class ScoreOut(msgspec.Struct):
     duplicate: bool
 
 
-def now(services: Services) -> datetime:
-    """The write clock: `services.extras["clock"]` (tests move it), else UTC now."""
-    clock = services.extras.get("clock")
-    if clock is not None:
-        return clock()  # type: ignore[operator]
-    return datetime.now(UTC)
-
-
-def set_clock(services: Services, clock: Callable[[], datetime] | None) -> None:
-    if clock is None:
-        services.extras.pop("clock", None)
-    else:
-        services.extras["clock"] = clock
-
-
 def signature_message(user_id: int, game: str, what: str, event_id: str, ts: int) -> bytes:
     return f"{user_id}|{game}|{what}|{event_id}|{ts}".encode()
 
@@ -112,10 +96,9 @@ def sign(key: str, user_id: int, game: str, what: str, event_id: str, ts: int) -
     return hmac.new(key.encode(), msg, hashlib.sha256).hexdigest()
 
 
-async def _game(services: Services, game_id: str) -> Game:
-    cache: GameCache = services.extras["games"]  # type: ignore[assignment]
+async def _game(boards: Boards, game_id: str) -> Game:
     with store_errors("the score store is unavailable; nothing was written"):
-        game = await cache.get(game_id)
+        game = await boards.games.get(game_id)
     if game is None:
         raise not_found(f"no game {game_id!r}")
     return game
@@ -158,7 +141,7 @@ def _check_signature(
         return
     if body.signature is None or body.ts is None:
         raise forbidden("this game needs signed writes (ts and signature)", code="signature")
-    age = abs(now(services).timestamp() - body.ts)
+    age = abs(services.clock.now().timestamp() - body.ts)
     if age > SIGNATURE_MAX_AGE_S:
         raise forbidden("the signature is too old or from the future", code="signature")
     what = body.action if body.action is not None else str(body.score)
@@ -232,11 +215,11 @@ def _result(outcome: Outcome) -> ScoreOut:
 
 
 async def submit_score(
-    services: Services, principal: Principal, body: ScoreIn, client_addr: str
+    services: Services, boards: Boards, principal: Principal, body: ScoreIn, client_addr: str
 ) -> ScoreOut:
     """Validate and commit one score write; raises ApiError (4xx, 503)."""
     try:
-        out = await _submit(services, principal, body, client_addr)
+        out = await _submit(services, boards, principal, body, client_addr)
     except ApiError:
         metrics.WRITES.labels("refused").inc()
         raise
@@ -245,7 +228,7 @@ async def submit_score(
 
 
 async def _submit(
-    services: Services, principal: Principal, body: ScoreIn, client_addr: str
+    services: Services, boards: Boards, principal: Principal, body: ScoreIn, client_addr: str
 ) -> ScoreOut:
     event_id = body.event_id
     # Counted before the game lookup: refused writes (unknown games, bad policy) cost
@@ -254,10 +237,9 @@ async def _submit(
     counted = principal.user_id if player else body.user_id
     if counted is not None:
         await _rate_limit(services, counted, client_addr if player else None)
-    game = await _game(services, body.game)
+    game = await _game(boards, body.game)
     user_id, kind = _who_and_what(principal, game, body)
     _check_signature(services, game, body, user_id, str(event_id))
-    writer: Writer = services.extras["writer"]  # type: ignore[assignment]
     write = Write(
         event_id=event_id,
         user_id=user_id,
@@ -267,8 +249,8 @@ async def _submit(
         input=body.score,
         action=body.action,
         payload_hash=payload_hash(game.id, user_id, kind, body.score, body.action),
-        created_at=now(services),
+        created_at=services.clock.now(),
         client_addr=client_addr,
         credential=principal.credential,
     )
-    return _result(await writer.submit(write))
+    return _result(await boards.writer.submit(write))

@@ -82,7 +82,7 @@ async def static(request: Request) -> Response:
     return asset.response(request)
 
 
-root_routes: list[BaseRoute] = [
+routes: list[BaseRoute] = [
     Route("/", index, methods=["GET", "HEAD"]),
     Route("/static/{name}", static, methods=["GET", "HEAD"]),
 ]
