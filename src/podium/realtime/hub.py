@@ -16,8 +16,6 @@ import time
 from datetime import UTC, date, datetime
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from podium import metrics
 from podium.auth.revocation import RecentRevocations
 from podium.boards.keys import BoardKeys, board_id
@@ -33,9 +31,10 @@ from podium.protocol import (
     board_change_decoder,
     encode_text,
 )
-from podium.realtime.broker import RESYNC, Broker
+from podium.realtime.broker import Broker, Event
 from podium.realtime.coalesce import TopWindow
 from podium.realtime.direct import text_frame
+from podium.realtime.reads import BoardReads, Reads
 from podium.realtime.session import Limits, Session
 
 log = logging.getLogger("podium.hub")
@@ -99,10 +98,17 @@ def today(services: Any) -> date:
 class Hub:
     """This process's sockets and the boards they watch."""
 
-    def __init__(self, services: Any, broker: Broker, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        services: Any,
+        broker: Broker,
+        limits: Limits | None = None,
+        reads: Reads | None = None,
+    ) -> None:
         self.services = services
         self.broker = broker
         self.limits = limits or Limits()
+        self.reads: Reads = reads or BoardReads(services)
         self.keys = BoardKeys(services.settings.redis_prefix)
         self.tick_s = max(services.settings.tick_ms, 1) / 1000
         self.feeds: dict[str, Feed] = {}
@@ -224,22 +230,7 @@ class Hub:
             await self.broker.unsubscribe(self.keys.channel(feed.board))
 
     async def _read_top(self, feed: Feed) -> tuple[int, list[Row]]:
-        from podium.boards.ranks import top_page
-
-        # Seq first, then the rows: a change in between is folded on top of this read
-        # (every change carries the whole top), so the window converges either way.
-        try:
-            raw = await self.services.redis.get(self.keys.seq(feed.board))
-        except RedisError:
-            # Redis is down: the rows come from PostgreSQL; the broker's reconnection
-            # re-reads this board (with its real seq) once Redis is back.
-            raw = None
-        page = await top_page(self.services, feed.game, feed.period, at=feed.start, limit=TOP_N)
-        rows = [
-            Row(rank=e.rank, user_id=e.user_id, username=e.username, score=e.score)
-            for e in page.entries
-        ]
-        return int(raw or 0), rows
+        return await self.reads.top(feed.board, feed.game, feed.period, feed.start, TOP_N)
 
     async def _load(self, feed: Feed) -> None:
         # Subscribe before reading, so no change between the read and the
@@ -301,23 +292,17 @@ class Hub:
 
     async def send_page(self, feed: Feed, session: Session, key: PageKey, shape: str) -> None:
         """The page now, to one socket that just subscribed."""
-        from podium.boards.ranks import top_page
-
-        page = await top_page(
-            self.services, feed.game, feed.period, at=feed.start, offset=key[0], limit=key[1]
-        )
+        page = await self.reads.page(feed.game, feed.period, feed.start, key[0], key[1])
         watch = feed.pages.get(key)
         sub = watch.sub if watch else f"{feed.game}:{feed.period}:{key[0]}:{key[1]}"
         session.reply(_page_text(feed, sub, key, page, shape))
 
     async def watch_rank(self, feed: Feed, session: Session, user_id: int) -> None:
-        from podium.boards.ranks import ranks_of
-
         sessions = feed.mine.setdefault(user_id, set())
         if session not in sessions:
             metrics.WS_SUBSCRIPTIONS.labels("my-score").inc()
         sessions.add(session)
-        found = await ranks_of(self.services, feed.board, [user_id])
+        found = await self.reads.ranks(feed.board, [user_id])
         state = found.get(user_id, (None, None, 0))
         feed.last_rank[user_id] = state
         session.reply(_rank_text(feed, state))
@@ -335,30 +320,33 @@ class Hub:
     # -- the listener: one per process ---------------------------------------------------
 
     async def _listen(self) -> None:
-        revocations = self.services.keys.revocations
         async for event in self.broker.listen():
             try:
-                if event is RESYNC:
-                    self._resync_generation = self.broker.generation
-                    continue
-                channel, data = event  # type: ignore[misc]
-                if channel == revocations:
-                    self.revoke(data.decode(errors="replace"))
-                    continue
-                feed = self.feeds.get(self.keys.board_of_channel(channel))
-                if feed is None:
-                    continue
-                change = board_change_decoder.decode(data)
-                if change.resync:
-                    feed.reload_due = True
-                elif feed.top.fold(change):
-                    if feed.dirty:
-                        metrics.PUSHES_COALESCED.inc()
-                    elif change.ts:
-                        feed.published_ms = change.ts
-                    feed.dirty = True
+                self.deliver(event)
             except Exception:
                 log.exception("bad pub/sub message")
+
+    def deliver(self, event: Event) -> None:
+        """Take one broker event: a revocation, a board change, or a RESYNC."""
+        if not isinstance(event, tuple):  # RESYNC
+            self._resync_generation = self.broker.generation
+            return
+        channel, data = event
+        if channel == self.services.keys.revocations:
+            self.revoke(data.decode(errors="replace"))
+            return
+        feed = self.feeds.get(self.keys.board_of_channel(channel))
+        if feed is None:
+            return
+        change = board_change_decoder.decode(data)
+        if change.resync:
+            feed.reload_due = True
+        elif feed.top.fold(change):
+            if feed.dirty:
+                metrics.PUSHES_COALESCED.inc()
+            elif change.ts:
+                feed.published_ms = change.ts
+            feed.dirty = True
 
     # -- the tick: at most one push per board ------------------------------------------
 
@@ -399,6 +387,11 @@ class Hub:
                     feed.refresh_due = False
                 self._refresh = asyncio.create_task(self._refresh_reads(due))
 
+    async def refreshed(self) -> None:
+        """Wait for the page and rank re-reads the last tick started, if any."""
+        if self._refresh is not None:
+            await asyncio.shield(self._refresh)
+
     def _check_rollover(self) -> None:
         day = today(self.services)
         if day == self._day:
@@ -432,8 +425,6 @@ class Hub:
         feed.refresh_due = bool(feed.pages or feed.mine)
 
     async def _push_tops(self, feeds: list[Feed]) -> None:
-        from podium.boards.names import usernames
-
         names: dict[int, str] = {}
         while True:
             # Changes keep folding in while we await the names: look again until the
@@ -444,7 +435,7 @@ class Hub:
             unnamed -= names.keys()
             if not unnamed:
                 break
-            found = await usernames(self.services, unnamed)
+            found = await self.reads.names(unnamed)
             names.update({uid: found.get(uid, f"user{uid}") for uid in unnamed})
         for feed in feeds:
             feed.dirty = False
@@ -482,12 +473,8 @@ class Hub:
                 log.warning("live refresh failed", extra={"error": repr(result)})
 
     async def _refresh_page(self, feed: Feed, key: PageKey, watch: PageWatch) -> None:
-        from podium.boards.ranks import top_page
-
         self.page_reads += 1
-        page = await top_page(
-            self.services, feed.game, feed.period, at=feed.start, offset=key[0], limit=key[1]
-        )
+        page = await self.reads.page(feed.game, feed.period, feed.start, key[0], key[1])
         state = (page.total, tuple((e.user_id, e.score) for e in page.entries))
         if state == watch.last:
             return
@@ -501,11 +488,9 @@ class Hub:
                 session.push(f"page:{watch.sub}:{shape}", text)
 
     async def _refresh_ranks(self, feed: Feed) -> None:
-        from podium.boards.ranks import ranks_of
-
         user_ids = list(feed.mine)
         self.rank_batches += 1
-        found = await ranks_of(self.services, feed.board, user_ids)
+        found = await self.reads.ranks(feed.board, user_ids)
         for uid in user_ids:
             state = found.get(uid)
             if state is None or feed.last_rank.get(uid) == state:
