@@ -56,6 +56,7 @@ class FakeSession:
 
     def __init__(self, family: str = "fam", user_id: int = 1) -> None:
         self.principal = Principal(kind="user", user_id=user_id, family=family)
+        self.subjects = (family,)
         self.out: list[str] = []
         self.closed: list[CloseCode] = []
 
@@ -208,3 +209,16 @@ async def test_a_board_change_of_an_unwatched_board_is_ignored() -> None:
     hub.deliver(change(hub, "g:all:0", 9, (1, 1)))
     await hub.tick()
     assert reads.calls == []
+
+
+async def test_after_reauth_the_session_belongs_to_the_new_family() -> None:
+    hub, _, _ = make_hub()
+    session = FakeSession("fam-old")
+    hub.register(session)  # type: ignore[arg-type]
+    old = session.principal
+    session.principal = msgspec.structs.replace(old, family="fam-new")
+    hub.rebind(session, old)  # type: ignore[arg-type]
+    hub.revoke("fam-old")
+    assert session.closed == []
+    hub.revoke("fam-new")
+    assert session.closed == [WS_REVOKED]

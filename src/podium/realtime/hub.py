@@ -35,7 +35,8 @@ from podium.realtime.broker import Broker, Event
 from podium.realtime.coalesce import TopWindow
 from podium.realtime.direct import text_frame
 from podium.realtime.reads import BoardReads, Reads
-from podium.realtime.session import Limits, Session
+from podium.realtime.session import Session
+from podium.realtime.session_core import Limits
 
 log = logging.getLogger("podium.hub")
 
@@ -161,18 +162,16 @@ class Hub:
         p = session.principal
         if p.user_id is not None:
             self.by_user.setdefault(p.user_id, set()).add(session)
-        for subject in (p.family, p.credential):
-            if subject:
-                self.by_family.setdefault(subject, set()).add(session)
+        for subject in session.subjects:
+            self.by_family.setdefault(subject, set()).add(session)
 
     def unregister(self, session: Session) -> None:
         self.sessions.discard(session)
         p = session.principal
         if p.user_id is not None:
             _discard(self.by_user, p.user_id, session)
-        for subject in (p.family, p.credential):
-            if subject:
-                _discard(self.by_family, subject, session)
+        for subject in session.subjects:
+            _discard(self.by_family, subject, session)
 
     def rebind(self, session: Session, old: Any) -> None:
         """The session re-authenticated: it now belongs to the new token's family."""

@@ -86,6 +86,11 @@ class Session:
         return self.core.principal
 
     @property
+    def subjects(self) -> tuple[str, ...]:
+        """What a revocation may name to end this session."""
+        return self.core.subjects
+
+    @property
     def state(self) -> SessionState:
         return self.core.state
 

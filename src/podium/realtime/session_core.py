@@ -253,6 +253,3 @@ class SessionCore:
         """What a revocation may name to end this session: token family, credential."""
         p = self.principal
         return tuple(s for s in (p.family, p.credential) if s)
-
-    def revoked_by(self, subject: str) -> bool:
-        return subject in self.subjects
