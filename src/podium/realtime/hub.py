@@ -22,18 +22,13 @@ from podium.boards.keys import BoardKeys, board_id
 from podium.boards.periods import PERIODS, Period, period_start
 from podium.errors import WS_GOING_AWAY, WS_PERIOD_ENDED, WS_REVOKED, invalid
 from podium.protocol import (
-    PageMsg,
-    PageRow,
-    RankMsg,
     Row,
-    SeedPage,
-    SeedRow,
     board_change_decoder,
     encode_text,
 )
 from podium.realtime.broker import Broker, Event
-from podium.realtime.coalesce import TopWindow
 from podium.realtime.direct import text_frame
+from podium.realtime.feeds import Feed, PageKey, PageWatch, page_text, rank_text
 from podium.realtime.reads import BoardReads, Reads
 from podium.realtime.session import Session
 from podium.realtime.session_core import Limits
@@ -41,46 +36,6 @@ from podium.realtime.session_core import Limits
 log = logging.getLogger("podium.hub")
 
 TOP_N = 10
-PageKey = tuple[int, int]  # (offset, limit)
-
-
-class PageWatch:
-    """Sockets watching one page of one board, and the last page sent to them."""
-
-    def __init__(self, sub: str) -> None:
-        self.sub = sub
-        # session -> shapes it wants ("typed" and/or "seed")
-        self.watchers: dict[Session, set[str]] = {}
-        self.last: tuple[Any, ...] | None = None
-        self.texts: dict[str, str] = {}
-
-
-class Feed:
-    """One board watched by this process."""
-
-    def __init__(self, game: str, period: Period, start: date) -> None:
-        self.board = board_id(game, period, start)
-        self.game = game
-        self.period = period
-        self.start = start
-        self.top = TopWindow(self.board, game, period, start)
-        self.watchers: set[Session] = set()
-        self.pages: dict[PageKey, PageWatch] = {}
-        self.mine: dict[int, set[Session]] = {}
-        self.last_rank: dict[int, tuple[int | None, int | None, int]] = {}
-        self.refs = 0
-        self.loaded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.dirty = False
-        # Publish time of the oldest change waiting for the next push (pub/sub lag).
-        self.published_ms = 0
-        self.refresh_due = False
-        self.reload_due = False
-        # The broker generation this feed's read is good for (0: not subscribed yet).
-        self.generation = 0
-
-    @property
-    def key(self) -> str:
-        return self.board
 
 
 def parse_period(period: str) -> Period:
@@ -294,7 +249,7 @@ class Hub:
         page = await self.reads.page(feed.game, feed.period, feed.start, key[0], key[1])
         watch = feed.pages.get(key)
         sub = watch.sub if watch else f"{feed.game}:{feed.period}:{key[0]}:{key[1]}"
-        session.reply(_page_text(feed, sub, key, page, shape))
+        session.reply(page_text(feed, sub, key, page, shape))
 
     async def watch_rank(self, feed: Feed, session: Session, user_id: int) -> None:
         sessions = feed.mine.setdefault(user_id, set())
@@ -304,7 +259,7 @@ class Hub:
         found = await self.reads.ranks(feed.board, [user_id])
         state = found.get(user_id, (None, None, 0))
         feed.last_rank[user_id] = state
-        session.reply(_rank_text(feed, state))
+        session.reply(rank_text(feed, state))
 
     def unwatch_rank(self, feed: Feed, session: Session, user_id: int) -> None:
         sessions = feed.mine.get(user_id)
@@ -483,7 +438,7 @@ class Hub:
             for shape in shapes:
                 text = texts.get(shape)
                 if text is None:
-                    text = texts[shape] = _page_text(feed, watch.sub, key, page, shape)
+                    text = texts[shape] = page_text(feed, watch.sub, key, page, shape)
                 session.push(f"page:{watch.sub}:{shape}", text)
 
     async def _refresh_ranks(self, feed: Feed) -> None:
@@ -495,7 +450,7 @@ class Hub:
             if state is None or feed.last_rank.get(uid) == state:
                 continue
             feed.last_rank[uid] = state
-            text = _rank_text(feed, state)
+            text = rank_text(feed, state)
             for session in list(feed.mine.get(uid, ())):
                 session.push(f"rank:{feed.board}", text)
 
@@ -506,52 +461,3 @@ def _discard(index: dict[Any, set[Session]], key: Any, session: Session) -> None
         sessions.discard(session)
         if not sessions:
             del index[key]
-
-
-def _page_text(feed: Feed, sub: str, key: PageKey, page: Any, shape: str) -> str:
-    if shape == "seed":
-        return encode_text(
-            SeedPage(
-                result=[
-                    SeedRow(
-                        rank=e.rank,
-                        user_id=e.user_id,
-                        player=e.username,
-                        score=e.score,
-                        date=(e.achieved_at or datetime.now(UTC)).date(),
-                    )
-                    for e in page.entries
-                ],
-                total_count=page.total,
-            )
-        )
-    return encode_text(
-        PageMsg(
-            sub=sub,
-            board=feed.board,
-            game=feed.game,
-            period=feed.period,
-            period_start=feed.start,
-            seq=feed.top.seq,
-            offset=key[0],
-            limit=key[1],
-            total=page.total,
-            entries=[
-                PageRow(
-                    rank=e.rank,
-                    user_id=e.user_id,
-                    username=e.username,
-                    score=e.score,
-                    achieved_at=e.achieved_at,
-                )
-                for e in page.entries
-            ],
-        )
-    )
-
-
-def _rank_text(feed: Feed, state: tuple[int | None, int | None, int]) -> str:
-    rank, score, total = state
-    return encode_text(
-        RankMsg(game=feed.game, period=feed.period, rank=rank, score=score, total=total)
-    )
