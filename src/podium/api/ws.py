@@ -238,7 +238,7 @@ class Scores(Channel):
         page: PageKey = (offset, limit)
         feed = self.subs.get(key)
         if feed is None:
-            if len(self.subs) >= self.hub.limits.max_subscriptions:
+            if not self.session.core.admit_subscription(len(self.subs)):
                 raise ApiError(
                     429,
                     "too_many_subscriptions",

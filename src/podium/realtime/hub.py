@@ -13,10 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from datetime import UTC, date, datetime
 from typing import Any
-
-from redis.exceptions import RedisError
 
 from podium import metrics
 from podium.auth.revocation import RecentRevocations
@@ -26,64 +23,21 @@ from podium.boards.runtime import Boards
 from podium.errors import WS_GOING_AWAY, WS_PERIOD_ENDED, WS_REVOKED, invalid
 from podium.periods import PERIODS, Period, period_start
 from podium.protocol import (
-    PageMsg,
-    PageRow,
-    RankMsg,
     Row,
-    SeedPage,
-    SeedRow,
     board_change_decoder,
     encode_text,
 )
-from podium.realtime.broker import RESYNC, Broker
-from podium.realtime.coalesce import TopWindow
+from podium.realtime.broker import Broker, Event
 from podium.realtime.direct import text_frame
-from podium.realtime.session import Limits, Session
+from podium.realtime.feeds import Feed, PageKey, PageWatch, page_text, rank_text
+from podium.realtime.reads import BoardReads, Reads
+from podium.realtime.session import Session
+from podium.realtime.session_core import Limits
 from podium.services import Services
 
 log = logging.getLogger("podium.hub")
 
 TOP_N = 10
-PageKey = tuple[int, int]  # (offset, limit)
-
-
-class PageWatch:
-    """Sockets watching one page of one board, and the last page sent to them."""
-
-    def __init__(self, sub: str) -> None:
-        self.sub = sub
-        # session -> shapes it wants ("typed" and/or "seed")
-        self.watchers: dict[Session, set[str]] = {}
-        self.last: tuple[Any, ...] | None = None
-        self.texts: dict[str, str] = {}
-
-
-class Feed:
-    """One board watched by this process."""
-
-    def __init__(self, game: str, period: Period, start: date) -> None:
-        self.board = board_id(game, period, start)
-        self.game = game
-        self.period = period
-        self.start = start
-        self.top = TopWindow(self.board, game, period, start)
-        self.watchers: set[Session] = set()
-        self.pages: dict[PageKey, PageWatch] = {}
-        self.mine: dict[int, set[Session]] = {}
-        self.last_rank: dict[int, tuple[int | None, int | None, int]] = {}
-        self.refs = 0
-        self.loaded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.dirty = False
-        # Publish time of the oldest change waiting for the next push (pub/sub lag).
-        self.published_ms = 0
-        self.refresh_due = False
-        self.reload_due = False
-        # The broker generation this feed's read is good for (0: not subscribed yet).
-        self.generation = 0
-
-    @property
-    def key(self) -> str:
-        return self.board
 
 
 def parse_period(period: str) -> Period:
@@ -96,12 +50,18 @@ class Hub:
     """This process's sockets and the boards they watch."""
 
     def __init__(
-        self, services: Services, boards: Boards, broker: Broker, limits: Limits | None = None
+        self,
+        services: Services,
+        boards: Boards,
+        broker: Broker,
+        limits: Limits | None = None,
+        reads: Reads | None = None,
     ) -> None:
         self.services = services
         self.boards = boards
         self.broker = broker
         self.limits = limits or Limits()
+        self.reads: Reads = reads or BoardReads(services, boards)
         self.keys = BoardKeys(services.settings.redis_prefix)
         self.tick_s = max(services.settings.tick_ms, 1) / 1000
         self.feeds: dict[str, Feed] = {}
@@ -154,18 +114,16 @@ class Hub:
         p = session.principal
         if p.user_id is not None:
             self.by_user.setdefault(p.user_id, set()).add(session)
-        for subject in (p.family, p.credential):
-            if subject:
-                self.by_family.setdefault(subject, set()).add(session)
+        for subject in session.subjects:
+            self.by_family.setdefault(subject, set()).add(session)
 
     def unregister(self, session: Session) -> None:
         self.sessions.discard(session)
         p = session.principal
         if p.user_id is not None:
             _discard(self.by_user, p.user_id, session)
-        for subject in (p.family, p.credential):
-            if subject:
-                _discard(self.by_family, subject, session)
+        for subject in session.subjects:
+            _discard(self.by_family, subject, session)
 
     def rebind(self, session: Session, old: Principal) -> None:
         """The session re-authenticated: it now belongs to the new token's family."""
@@ -223,24 +181,7 @@ class Hub:
             await self.broker.unsubscribe(self.keys.channel(feed.board))
 
     async def _read_top(self, feed: Feed) -> tuple[int, list[Row]]:
-        from podium.boards.ranks import top_page
-
-        # Seq first, then the rows: a change in between is folded on top of this read
-        # (every change carries the whole top), so the window converges either way.
-        try:
-            raw = await self.services.redis.get(self.keys.seq(feed.board))
-        except RedisError:
-            # Redis is down: the rows come from PostgreSQL; the broker's reconnection
-            # re-reads this board (with its real seq) once Redis is back.
-            raw = None
-        page = await top_page(
-            self.services, self.boards, feed.game, feed.period, at=feed.start, limit=TOP_N
-        )
-        rows = [
-            Row(rank=e.rank, user_id=e.user_id, username=e.username, score=e.score)
-            for e in page.entries
-        ]
-        return int(raw or 0), rows
+        return await self.reads.top(feed.board, feed.game, feed.period, feed.start, TOP_N)
 
     async def _load(self, feed: Feed) -> None:
         # Subscribe before reading, so no change between the read and the
@@ -302,32 +243,20 @@ class Hub:
 
     async def send_page(self, feed: Feed, session: Session, key: PageKey, shape: str) -> None:
         """The page now, to one socket that just subscribed."""
-        from podium.boards.ranks import top_page
-
-        page = await top_page(
-            self.services,
-            self.boards,
-            feed.game,
-            feed.period,
-            at=feed.start,
-            offset=key[0],
-            limit=key[1],
-        )
+        page = await self.reads.page(feed.game, feed.period, feed.start, key[0], key[1])
         watch = feed.pages.get(key)
         sub = watch.sub if watch else f"{feed.game}:{feed.period}:{key[0]}:{key[1]}"
-        session.reply(_page_text(feed, sub, key, page, shape))
+        session.reply(page_text(feed, sub, key, page, shape))
 
     async def watch_rank(self, feed: Feed, session: Session, user_id: int) -> None:
-        from podium.boards.ranks import ranks_of
-
         sessions = feed.mine.setdefault(user_id, set())
         if session not in sessions:
             metrics.WS_SUBSCRIPTIONS.labels("my-score").inc()
         sessions.add(session)
-        found = await ranks_of(self.services, self.boards, feed.board, [user_id])
+        found = await self.reads.ranks(feed.board, [user_id])
         state = found.get(user_id, (None, None, 0))
         feed.last_rank[user_id] = state
-        session.reply(_rank_text(feed, state))
+        session.reply(rank_text(feed, state))
 
     def unwatch_rank(self, feed: Feed, session: Session, user_id: int) -> None:
         sessions = feed.mine.get(user_id)
@@ -342,30 +271,33 @@ class Hub:
     # -- the listener: one per process ---------------------------------------------------
 
     async def _listen(self) -> None:
-        revocations = self.services.keys.revocations
         async for event in self.broker.listen():
             try:
-                if event is RESYNC:
-                    self._resync_generation = self.broker.generation
-                    continue
-                channel, data = event  # type: ignore[misc]
-                if channel == revocations:
-                    self.revoke(data.decode(errors="replace"))
-                    continue
-                feed = self.feeds.get(self.keys.board_of_channel(channel))
-                if feed is None:
-                    continue
-                change = board_change_decoder.decode(data)
-                if change.resync:
-                    feed.reload_due = True
-                elif feed.top.fold(change):
-                    if feed.dirty:
-                        metrics.PUSHES_COALESCED.inc()
-                    elif change.ts:
-                        feed.published_ms = change.ts
-                    feed.dirty = True
+                self.deliver(event)
             except Exception:
                 log.exception("bad pub/sub message")
+
+    def deliver(self, event: Event) -> None:
+        """Take one broker event: a revocation, a board change, or a RESYNC."""
+        if not isinstance(event, tuple):  # RESYNC
+            self._resync_generation = self.broker.generation
+            return
+        channel, data = event
+        if channel == self.services.keys.revocations:
+            self.revoke(data.decode(errors="replace"))
+            return
+        feed = self.feeds.get(self.keys.board_of_channel(channel))
+        if feed is None:
+            return
+        change = board_change_decoder.decode(data)
+        if change.resync:
+            feed.reload_due = True
+        elif feed.top.fold(change):
+            if feed.dirty:
+                metrics.PUSHES_COALESCED.inc()
+            elif change.ts:
+                feed.published_ms = change.ts
+            feed.dirty = True
 
     # -- the tick: at most one push per board ------------------------------------------
 
@@ -406,6 +338,11 @@ class Hub:
                     feed.refresh_due = False
                 self._refresh = asyncio.create_task(self._refresh_reads(due))
 
+    async def refreshed(self) -> None:
+        """Wait for the page and rank re-reads the last tick started, if any."""
+        if self._refresh is not None:
+            await asyncio.shield(self._refresh)
+
     def _check_rollover(self) -> None:
         day = self.services.clock.today()
         if day == self._day:
@@ -439,8 +376,6 @@ class Hub:
         feed.refresh_due = bool(feed.pages or feed.mine)
 
     async def _push_tops(self, feeds: list[Feed]) -> None:
-        from podium.boards.names import usernames
-
         names: dict[int, str] = {}
         while True:
             # Changes keep folding in while we await the names: look again until the
@@ -451,7 +386,7 @@ class Hub:
             unnamed -= names.keys()
             if not unnamed:
                 break
-            found = await usernames(self.services, unnamed)
+            found = await self.reads.names(unnamed)
             names.update({uid: found.get(uid, f"user{uid}") for uid in unnamed})
         for feed in feeds:
             feed.dirty = False
@@ -489,18 +424,8 @@ class Hub:
                 log.warning("live refresh failed", extra={"error": repr(result)})
 
     async def _refresh_page(self, feed: Feed, key: PageKey, watch: PageWatch) -> None:
-        from podium.boards.ranks import top_page
-
         self.page_reads += 1
-        page = await top_page(
-            self.services,
-            self.boards,
-            feed.game,
-            feed.period,
-            at=feed.start,
-            offset=key[0],
-            limit=key[1],
-        )
+        page = await self.reads.page(feed.game, feed.period, feed.start, key[0], key[1])
         state = (page.total, tuple((e.user_id, e.score) for e in page.entries))
         if state == watch.last:
             return
@@ -510,21 +435,19 @@ class Hub:
             for shape in shapes:
                 text = texts.get(shape)
                 if text is None:
-                    text = texts[shape] = _page_text(feed, watch.sub, key, page, shape)
+                    text = texts[shape] = page_text(feed, watch.sub, key, page, shape)
                 session.push(f"page:{watch.sub}:{shape}", text)
 
     async def _refresh_ranks(self, feed: Feed) -> None:
-        from podium.boards.ranks import ranks_of
-
         user_ids = list(feed.mine)
         self.rank_batches += 1
-        found = await ranks_of(self.services, self.boards, feed.board, user_ids)
+        found = await self.reads.ranks(feed.board, user_ids)
         for uid in user_ids:
             state = found.get(uid)
             if state is None or feed.last_rank.get(uid) == state:
                 continue
             feed.last_rank[uid] = state
-            text = _rank_text(feed, state)
+            text = rank_text(feed, state)
             for session in list(feed.mine.get(uid, ())):
                 session.push(f"rank:{feed.board}", text)
 
@@ -535,52 +458,3 @@ def _discard(index: dict[Any, set[Session]], key: Any, session: Session) -> None
         sessions.discard(session)
         if not sessions:
             del index[key]
-
-
-def _page_text(feed: Feed, sub: str, key: PageKey, page: Any, shape: str) -> str:
-    if shape == "seed":
-        return encode_text(
-            SeedPage(
-                result=[
-                    SeedRow(
-                        rank=e.rank,
-                        user_id=e.user_id,
-                        player=e.username,
-                        score=e.score,
-                        date=(e.achieved_at or datetime.now(UTC)).date(),
-                    )
-                    for e in page.entries
-                ],
-                total_count=page.total,
-            )
-        )
-    return encode_text(
-        PageMsg(
-            sub=sub,
-            board=feed.board,
-            game=feed.game,
-            period=feed.period,
-            period_start=feed.start,
-            seq=feed.top.seq,
-            offset=key[0],
-            limit=key[1],
-            total=page.total,
-            entries=[
-                PageRow(
-                    rank=e.rank,
-                    user_id=e.user_id,
-                    username=e.username,
-                    score=e.score,
-                    achieved_at=e.achieved_at,
-                )
-                for e in page.entries
-            ],
-        )
-    )
-
-
-def _rank_text(feed: Feed, state: tuple[int | None, int | None, int]) -> str:
-    rank, score, total = state
-    return encode_text(
-        RankMsg(game=feed.game, period=feed.period, rank=rank, score=score, total=total)
-    )

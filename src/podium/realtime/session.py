@@ -1,20 +1,17 @@
-"""One WebSocket: its bounded outbound queue and single writer, its read loop and limits.
+"""One WebSocket's I/O: its single writer task, its read loop, its timers.
 
-Pushes never wait on the socket: `push` appends to a bounded queue and returns. A
-socket whose queue is full skips further pushes of that stream and, once its
-writer drained the queue, gets the stream's latest full state (a snapshot) instead;
-one that stays behind longer than `Limits.slow_after` is closed with 4009.
+The decisions (queue or skip, when a socket is slow, the inbound limits, the
+token's lifetime) are made by `podium.realtime.session_core`, which does no I/O;
+this module feeds it events and carries out what it answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import itertools
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -47,38 +44,17 @@ from podium.protocol import (
     encode_text,
 )
 from podium.realtime.direct import DirectSender
+from podium.realtime.session_core import Inbound, Limits, Queued, SessionCore, SessionState, Stale
 
 log = logging.getLogger("podium.ws")
 _ids = itertools.count(1)
 
 
-class Limits(msgspec.Struct, kw_only=True):
-    """Per-socket limits (documented in docs/protocol.md)."""
-
-    max_message_bytes: int = 64 * 1024
-    messages_per_second: float = 20.0
-    burst: int = 40
-    # Malformed or rate-limited messages add one each and decay at one per second.
-    max_abuse: int = 20
-    max_subscriptions: int = 20
-    max_sockets_per_user: int = 20
-    queue_size: int = 64
-    slow_after: float = 5.0
-    max_inflight_writes: int = 32
-
-
-class SessionState(enum.Enum):
-    OPEN = "open"
-    CLOSING = "closing"
-    CLOSED = "closed"
-
-
-Stale = str | Callable[[], str | None]
 Handler = Callable[[Any], Awaitable[None]]
 
 
 class Session:
-    """Server side of one accepted socket."""
+    """Server side of one accepted socket: the I/O around its `SessionCore`."""
 
     def __init__(
         self,
@@ -94,33 +70,48 @@ class Session:
     ) -> None:
         self.id = next(_ids)
         self.services = services
-        self.principal = principal
         self.limits = limits
-        self.state = SessionState.OPEN
+        self.core = SessionCore(principal, limits, time.monotonic(), rate)
         self._receive = receive
         self._send = send
         # Writes shared pre-built frames to the transport; None: only the ASGI send.
         self._direct = direct
-        self._sending = False
         self._on_close = on_close
         # Told (session, old principal) after a re-auth: the hub re-files the session.
         self._on_reauth = on_reauth
-        self._queue: deque[str] = deque()
         self._wake = asyncio.Event()
-        self._lagging: dict[str, Stale] = {}
-        self._lag_since: float | None = None
         self._writer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self._expiry: asyncio.TimerHandle | None = None
-        # Inbound messages per second, as a token bucket holding two seconds' worth.
-        self.rate = rate if rate is not None else limits.messages_per_second
-        self.burst = max(float(limits.burst), 2 * self.rate)
-        self._tokens = self.burst
-        self._abuse = 0.0
-        self._last = time.monotonic()
-        self.pushed = 0
-        self.dropped = 0
-        self.close_code: int | None = None
+
+    @property
+    def principal(self) -> Principal:
+        return self.core.principal
+
+    @property
+    def subjects(self) -> tuple[str, ...]:
+        """What a revocation may name to end this session."""
+        return self.core.subjects
+
+    @property
+    def state(self) -> SessionState:
+        return self.core.state
+
+    @property
+    def close_code(self) -> int | None:
+        return self.core.close_code
+
+    @property
+    def rate(self) -> float:
+        return self.core.rate
+
+    @property
+    def pushed(self) -> int:
+        return self.core.pushed
+
+    @property
+    def dropped(self) -> int:
+        return self.core.dropped
 
     # -- outbound ------------------------------------------------------------------
 
@@ -128,102 +119,75 @@ class Session:
         self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.id}")
         self._arm_expiry()
 
+    def _queued(self, outcome: Queued) -> bool:
+        if outcome is Queued.QUEUED:
+            self._wake.set()
+            return True
+        if outcome is Queued.SLOW:
+            self.close_soon(WS_SLOW)
+        return False
+
     def push(
         self, key: str, text: str, latest: Stale | None = None, frame: bytes | None = None
     ) -> bool:
         """Queue a push of stream `key`; `latest` gives its full state if it must be skipped.
 
-        Never blocks. A stream that missed one push skips the rest until the
-        writer drains, then gets `latest` (or the newest full `text` when pushes
-        are themselves full states).
+        Never blocks. With nothing else pending, the pre-built `frame` goes straight
+        to the transport when it takes it now.
         """
-        if self.state is not SessionState.OPEN:
-            return False
+        core = self.core
         if (
             frame is not None
             and self._direct is not None
-            and not self._queue
-            and not self._lagging
-            and not self._sending  # its frame must go out before ours
+            and core.idle
             and self._direct.write(frame)
         ):
-            self.pushed += 1
+            core.wrote_directly()
             return True
-        if key in self._lagging or len(self._queue) >= self.limits.queue_size:
-            self._lagging[key] = latest if latest is not None else text
-            self.dropped += 1
-            now = time.monotonic()
-            if self._lag_since is None:
-                self._lag_since = now
-            elif now - self._lag_since > self.limits.slow_after:
-                self.close_soon(WS_SLOW)
-            return False
-        self.pushed += 1
-        self._queue.append(text)
-        self._wake.set()
-        return True
+        return self._queued(core.push(key, text, time.monotonic(), latest))
 
     def resync(self, key: str, text: str) -> None:
         """Replace whatever is pending for `key` with a full state (after a resync)."""
-        if self.state is not SessionState.OPEN:
-            return
-        if key in self._lagging or len(self._queue) >= self.limits.queue_size:
-            self._lagging[key] = text
-            return
-        self._queue.append(text)
-        self._wake.set()
+        self._queued(self.core.resync(key, text))
 
     def reply(self, message: msgspec.Struct | str) -> None:
         """Queue an answer to a request; answers are never skipped."""
-        if self.state is not SessionState.OPEN:
+        if not self.core.open:
             return
-        if len(self._queue) >= 4 * self.limits.queue_size:
-            # Requests are rate-limited, so only a client that stopped reading gets here.
-            self.close_soon(WS_SLOW)
-            return
-        self._queue.append(message if isinstance(message, str) else encode_text(message))
-        self._wake.set()
+        text = message if isinstance(message, str) else encode_text(message)
+        self._queued(self.core.reply(text))
 
     async def _write_loop(self) -> None:
         send = self._send
+        core = self.core
         try:
             while True:
-                while self._queue:
-                    text = self._queue.popleft()
-                    self._sending = True
-                    try:
-                        await send({"type": "websocket.send", "text": text})
-                    finally:
-                        self._sending = False
-                if self._lagging:
-                    stale, self._lagging = self._lagging, {}
-                    self._lag_since = None
-                    for value in stale.values():
-                        text = value() if callable(value) else value
-                        if text is not None:
-                            self._queue.append(text)
+                text = core.next_outbound()
+                if text is None:
+                    self._wake.clear()
+                    await self._wake.wait()
                     continue
-                self._wake.clear()
-                await self._wake.wait()
+                try:
+                    await send({"type": "websocket.send", "text": text})
+                finally:
+                    core.sent()
         except asyncio.CancelledError:
             raise
         except Exception:
             # The peer went away mid-send: the read loop sees the disconnect.
-            self.state = SessionState.CLOSED
+            core.finish()
 
     # -- closing -------------------------------------------------------------------
 
     def close_soon(self, code: CloseCode) -> None:
         """Close from synchronous code (hub, timers); the close frame goes out shortly."""
-        if self.state is SessionState.OPEN and self._closer is None:
+        if self.core.open and self._closer is None:
             self._closer = asyncio.create_task(self.close(code), name=f"ws-close-{self.id}")
 
     async def close(self, code: CloseCode) -> None:
         """Send a close frame with `code` (skipping whatever is still queued)."""
-        if self.state is not SessionState.OPEN:
+        if not self.core.begin_close(code):
             return
-        self.state = SessionState.CLOSING
-        self.close_code = code.code
         if code is WS_SLOW:
             metrics.SLOW_CLOSES.inc()
         await self._stop_writer()
@@ -249,7 +213,7 @@ class Session:
         if closer is not None and closer is not asyncio.current_task() and not closer.done():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(closer), 6.0)
-        self.state = SessionState.CLOSED
+        self.core.finish()
         if self._on_close is not None:
             self._on_close(self)
 
@@ -259,8 +223,8 @@ class Session:
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
-        if self.principal.exp:
-            delay = max(0.0, self.principal.exp - time.time())
+        delay = self.core.expires_in(time.time())
+        if delay is not None:
             loop = asyncio.get_running_loop()
             self._expiry = loop.call_later(delay, self.close_soon, WS_TOKEN_EXPIRED)
 
@@ -268,15 +232,14 @@ class Session:
         try:
             principal = await authenticate_token(self.services, token)
         except TokenError as exc:
-            self.reply(Error(code="unauthorized", message=str(exc)))
-            self._strike(WS_POLICY)
+            self._bad("unauthorized", str(exc))
             return
-        if principal.kind != self.principal.kind or principal.user_id != self.principal.user_id:
-            self.reply(Error(code="forbidden", message="the token is for another principal"))
-            self._strike(WS_POLICY)
+        if not self.core.open:
+            return  # closed while the token was checked
+        old = self.core.reauth(principal)
+        if old is None:
+            self._bad("forbidden", "the token is for another principal")
             return
-        old = self.principal
-        self.principal = principal
         self._arm_expiry()
         if self._on_reauth is not None:
             self._on_reauth(self, old)
@@ -284,17 +247,10 @@ class Session:
 
     # -- inbound -------------------------------------------------------------------
 
-    def _refill(self) -> None:
-        now = time.monotonic()
-        elapsed = now - self._last
-        self._last = now
-        self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
-        self._abuse = max(0.0, self._abuse - elapsed)
-
     def _strike(self, code: CloseCode) -> None:
-        self._abuse += 1
-        if self._abuse > self.limits.max_abuse:
-            self.close_soon(code)
+        close = self.core.strike(code)
+        if close is not None:
+            self.close_soon(close)
 
     def _bad(
         self,
@@ -310,31 +266,29 @@ class Session:
         self, handle: Handler, seed: type[SeedPageRequest] | type[SeedReportRequest] | None = None
     ) -> None:
         """Read frames until the socket ends; hand each decoded request to `handle`."""
-        limit = self.limits.max_message_bytes
-        while self.state is SessionState.OPEN:
+        core = self.core
+        while core.open:
             message = await self._receive()
             kind = message["type"]
             if kind == "websocket.disconnect":
                 return
             if kind != "websocket.receive":
                 continue
-            self._refill()
             text = message.get("text")
-            if text is None:
-                self._bad("binary_unsupported", "binary frames are not accepted; send JSON text")
-                continue
-            if len(text) > limit // 4 and len(text.encode()) > limit:
-                # RFC 6455 7.4.1: 1009 "a message that is too big for it to process".
-                await self.close(WS_TOO_BIG)
-                return
-            if self._tokens < 1:
-                self._bad(
-                    "rate_limited",
-                    f"over {self.rate:g} messages per second",
-                    WS_RATE,
-                )
-                continue
-            self._tokens -= 1
+            match core.inbound(text, time.monotonic()):
+                case Inbound.BINARY:
+                    self._bad(
+                        "binary_unsupported", "binary frames are not accepted; send JSON text"
+                    )
+                    continue
+                case Inbound.TOO_BIG:
+                    # RFC 6455 7.4.1: 1009 "a message that is too big for it to process".
+                    await self.close(WS_TOO_BIG)
+                    return
+                case Inbound.RATE_LIMITED:
+                    self._bad("rate_limited", f"over {core.rate:g} messages per second", WS_RATE)
+                    continue
+            assert text is not None
             try:
                 request = decode_client(text, seed)
             except BadMessage as exc:

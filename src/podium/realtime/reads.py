@@ -1,0 +1,77 @@
+"""What the hub reads from the boards: the top, a page, my-score ranks, names.
+
+The hub's own logic (who watches what, one read per distinct page per tick, one
+push per board) needs none of it to be real: tests hand the hub a fake `Reads`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date
+from typing import Protocol
+
+from redis.exceptions import RedisError
+
+from podium.boards.keys import BoardKeys
+from podium.boards.names import usernames
+from podium.boards.ranks import Page, ranks_of, top_page
+from podium.boards.runtime import Boards
+from podium.periods import Period
+from podium.protocol import Row
+from podium.services import Services
+
+RankState = tuple[int | None, int | None, int]  # (rank, score, total)
+
+
+class Reads(Protocol):
+    async def top(
+        self, board: str, game: str, period: Period, start: date, limit: int
+    ) -> tuple[int, list[Row]]:
+        """The board's seq and its top `limit` rows."""
+        ...
+
+    async def page(
+        self, game: str, period: Period, start: date, offset: int, limit: int
+    ) -> Page: ...
+
+    async def ranks(self, board: str, user_ids: list[int]) -> dict[int, RankState]: ...
+
+    async def names(self, user_ids: Iterable[int]) -> dict[int, str]: ...
+
+
+class BoardReads:
+    """`Reads` from Redis and PostgreSQL, through podium.boards."""
+
+    def __init__(self, services: Services, boards: Boards) -> None:
+        self.services = services
+        self.boards = boards
+        self.keys = BoardKeys(services.settings.redis_prefix)
+
+    async def top(
+        self, board: str, game: str, period: Period, start: date, limit: int
+    ) -> tuple[int, list[Row]]:
+        # Seq first, then the rows: a change in between is folded on top of this read
+        # (every change carries the whole top), so the window converges either way.
+        try:
+            raw = await self.services.redis.get(self.keys.seq(board))
+        except RedisError:
+            # Redis is down: the rows come from PostgreSQL; the broker's reconnection
+            # re-reads this board (with its real seq) once Redis is back.
+            raw = None
+        page = await self.page(game, period, start, 0, limit)
+        rows = [
+            Row(rank=e.rank, user_id=e.user_id, username=e.username, score=e.score)
+            for e in page.entries
+        ]
+        return int(raw or 0), rows
+
+    async def page(self, game: str, period: Period, start: date, offset: int, limit: int) -> Page:
+        return await top_page(
+            self.services, self.boards, game, period, at=start, offset=offset, limit=limit
+        )
+
+    async def ranks(self, board: str, user_ids: list[int]) -> dict[int, RankState]:
+        return await ranks_of(self.services, self.boards, board, user_ids)
+
+    async def names(self, user_ids: Iterable[int]) -> dict[int, str]:
+        return await usernames(self.services, user_ids)
