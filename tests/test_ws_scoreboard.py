@@ -14,8 +14,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from podium.boards.keys import BoardKeys, board_id, member, to_zscore
+from podium.boards.members import board_id, member, to_zscore
 from podium.boards.periods import EPOCH
+from podium.keys import Keys
 from podium.protocol import BoardChange, board_change_encoder
 from podium.settings import Settings
 from tests.boards_helpers import create_game, post_score
@@ -121,7 +122,7 @@ async def test_burst_coalesces(
 async def publish_top(server: RunningApp, game: str, top: list[tuple[int, int]]) -> int:
     """Write a board's top straight into Redis and announce it, as the write path does."""
     assert server.services is not None
-    redis, keys = server.services.redis, BoardKeys(server.settings.redis_prefix)
+    redis, keys = server.services.redis, Keys(server.settings.redis_prefix)
     board = board_id(game, "all", EPOCH)
     seq = int(await redis.incr(keys.seq(board)))
     async with redis.pipeline(transaction=True) as pipe:

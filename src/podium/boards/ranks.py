@@ -17,7 +17,7 @@ from typing import Annotated
 import msgspec
 
 from podium import metrics
-from podium.boards.keys import GLOBAL
+from podium.boards.members import GLOBAL
 from podium.boards.model import GameCache
 from podium.boards.names import usernames
 from podium.boards.periods import PERIODS, Period, period_start
@@ -272,7 +272,7 @@ async def ranks_of(
     services: Services, board: str, user_ids: list[int]
 ) -> dict[int, tuple[int | None, int | None, int]]:
     """uid -> (rank, score, total) on a board id, one round trip (for my-score batches)."""
-    from podium.boards.keys import parse_board_id
+    from podium.boards.members import parse_board_id
 
     game, period, start = parse_board_id(board)
     descending = await game_descending(services, game)

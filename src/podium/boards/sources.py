@@ -17,7 +17,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from podium import metrics
-from podium.boards.keys import BoardKeys, board_id, from_zscore, parse_member
+from podium.boards.members import board_id, from_zscore, parse_member
 from podium.boards.periods import Period
 from podium.errors import ApiError, unavailable
 from podium.services import Services
@@ -81,7 +81,7 @@ async def redis_page(
 ) -> tuple[int, list[Row], int]:
     """(total, rows, first position); `after` (a cursor's member) moves `offset` to the
     row after that member while it is still on the board."""
-    keys = BoardKeys(services.settings.redis_prefix)
+    keys = services.keys
     key = keys.zset(board.id)
     if after:
         rank = await services.redis.zrank(key, after)
@@ -106,13 +106,13 @@ async def redis_page(
 
 async def redis_competition_base(services: Services, board: Board, value: int) -> int:
     """How many members rank strictly better than `value`."""
-    keys = BoardKeys(services.settings.redis_prefix)
+    keys = services.keys
     zscore = -value if board.descending else value
     return int(await services.redis.zcount(keys.zset(board.id), "-inf", f"({zscore}"))
 
 
 async def redis_ranks(services: Services, board: Board, user_ids: list[int]) -> tuple[int, Ranks]:
-    keys = BoardKeys(services.settings.redis_prefix)
+    keys = services.keys
     result = await _ranks_script(services)(
         keys=[keys.zset(board.id), keys.members(board.id), keys.epoch], args=user_ids
     )

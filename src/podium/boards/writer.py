@@ -26,7 +26,7 @@ import asyncpg
 import msgspec
 
 from podium import metrics
-from podium.boards.keys import GLOBAL, board_id
+from podium.boards.members import GLOBAL, board_id
 from podium.boards.periods import EPOCH, starts_for
 from podium.boards.scripts import ApplyEvent, BoardRow, Scripts, set_row
 from podium.errors import ApiError, invalid, unavailable

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from podium import metrics
 from podium.auth.revocation import RecentRevocations
-from podium.boards.keys import BoardKeys, board_id
+from podium.boards.members import board_id
 from podium.boards.periods import PERIODS, Period, period_start
 from podium.errors import WS_GOING_AWAY, WS_PERIOD_ENDED, WS_REVOKED, invalid
 from podium.protocol import (
@@ -103,7 +103,7 @@ class Hub:
         self.services = services
         self.broker = broker
         self.limits = limits or Limits()
-        self.keys = BoardKeys(services.settings.redis_prefix)
+        self.keys = services.keys
         self.tick_s = max(services.settings.tick_ms, 1) / 1000
         self.feeds: dict[str, Feed] = {}
         self.sessions: set[Session] = set()
