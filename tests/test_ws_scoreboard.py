@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from podium.boards.members import board_id, member, to_zscore
 from podium.boards.periods import EPOCH
 from podium.keys import Keys
-from podium.protocol import BoardChange, board_change_encoder
+from podium.protocol import BoardChange, encode_board_change
 from podium.settings import Settings
 from tests.boards_helpers import create_game, post_score
 from tests.conftest import Account, RunningApp, Stores, make_settings, register_and_login
@@ -131,7 +131,7 @@ async def publish_top(server: RunningApp, game: str, top: list[tuple[int, int]])
             pipe.zadd(keys.zset(board), {member(seq, uid, 0): to_zscore(value, True)})
         await pipe.execute()
     change = BoardChange(board=board, seq=seq, top=[(u, v, seq) for u, v in top])
-    await redis.publish(keys.channel(board), board_change_encoder.encode(change))
+    await redis.publish(keys.channel(board), encode_board_change(change))
     return seq
 
 

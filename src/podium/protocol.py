@@ -45,7 +45,15 @@ class BoardChange(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 board_change_decoder = msgspec.json.Decoder(BoardChange)
-board_change_encoder = msgspec.json.Encoder()
+_board_change_encoder = msgspec.json.Encoder()
+
+
+def encode_board_change(change: BoardChange) -> bytes:
+    """A BoardChange as published on a board's channel: the one Python encoding of it.
+
+    apply.lua and swap.lua build the same JSON in Redis (tests/test_keys.py decodes
+    theirs with unknown fields forbidden)."""
+    return _board_change_encoder.encode(change)
 
 
 # --- WebSocket messages -------------------------------------------------------------
