@@ -9,8 +9,9 @@ import httpx
 import redis.asyncio as aioredis
 
 from podium.boards.members import board_id, from_zscore, parse_member
-from podium.boards.periods import EPOCH, Period
+from podium.boards.periods import EPOCH
 from podium.keys import Keys
+from podium.validation import Period
 from tests.conftest import Account
 
 

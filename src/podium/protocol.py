@@ -9,7 +9,6 @@ from typing import Annotated, Any
 
 import msgspec
 
-from podium.boards.periods import Period
 from podium.validation import (
     MAX_OFFSET,
     MAX_PAGE_LIMIT,
@@ -18,6 +17,7 @@ from podium.validation import (
     HexSignature,
     PageLimit,
     PageOffset,
+    Period,
     ReportLimit,
     Score,
     Slug,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from podium.boards.periods import Period
+from podium.validation import Period
 
 GLOBAL = "global"
 MEMBER_SEQ_WIDTH = 15

@@ -20,7 +20,7 @@ from podium import metrics
 from podium.boards.members import GLOBAL
 from podium.boards.model import GameCache
 from podium.boards.names import usernames
-from podium.boards.periods import PERIODS, Period, period_start
+from podium.boards.periods import parse_period, period_start
 from podium.boards.sources import (
     REDIS_FAILURES,
     Board,
@@ -96,12 +96,6 @@ async def game_descending(services: Services, game: str) -> bool:
     if found is None:
         raise not_found(f"no game {game!r}")
     return found.order == "desc"
-
-
-def parse_period(period: str) -> Period:
-    if period not in PERIODS:
-        raise invalid("unknown period", {"period": f"one of {', '.join(PERIODS)}"})
-    return period  # type: ignore[return-value]
 
 
 def today() -> date:

@@ -16,8 +16,9 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
 from podium.boards.members import member, to_zscore
-from podium.boards.periods import Period, period_end
+from podium.boards.periods import period_end
 from podium.keys import Keys
+from podium.validation import Period
 
 
 @cache

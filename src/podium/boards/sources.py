@@ -18,10 +18,10 @@ from redis.exceptions import RedisError
 
 from podium import metrics
 from podium.boards.members import board_id, from_zscore, parse_member
-from podium.boards.periods import Period
 from podium.errors import ApiError, unavailable
 from podium.services import Services
 from podium.store.db import is_unavailable
+from podium.validation import Period
 
 _RANKS_LUA = (resources.files("podium.boards") / "lua" / "ranks.lua").read_text()
 

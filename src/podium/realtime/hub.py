@@ -21,8 +21,8 @@ from redis.exceptions import RedisError
 from podium import metrics
 from podium.auth.revocation import RecentRevocations
 from podium.boards.members import board_id
-from podium.boards.periods import PERIODS, Period, period_start
-from podium.errors import WS_GOING_AWAY, WS_PERIOD_ENDED, WS_REVOKED, invalid
+from podium.boards.periods import parse_period, period_start
+from podium.errors import WS_GOING_AWAY, WS_PERIOD_ENDED, WS_REVOKED
 from podium.protocol import (
     PageMsg,
     PageRow,
@@ -37,6 +37,7 @@ from podium.realtime.broker import RESYNC, Broker
 from podium.realtime.coalesce import TopWindow
 from podium.realtime.direct import text_frame
 from podium.realtime.session import Limits, Session
+from podium.validation import Period
 
 log = logging.getLogger("podium.hub")
 
@@ -81,12 +82,6 @@ class Feed:
     @property
     def key(self) -> str:
         return self.board
-
-
-def parse_period(period: str) -> Period:
-    if period not in PERIODS:
-        raise invalid("unknown period", {"period": f"one of {', '.join(PERIODS)}"})
-    return period  # type: ignore[return-value]
 
 
 def today(services: Any) -> date:
