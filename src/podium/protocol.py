@@ -4,6 +4,7 @@ WebSocket messages to and from clients. Decoders and encoders are built once her
 
 from __future__ import annotations
 
+import uuid
 from datetime import date, datetime
 from typing import Annotated, Any
 
@@ -75,6 +76,26 @@ SeedIndex = Annotated[int, msgspec.Meta(ge=0, le=MAX_OFFSET + MAX_PAGE_LIMIT)]
 SeedWhen = Annotated[str, msgspec.Meta(min_length=1, max_length=40, pattern=TEXT_PATTERN)]
 
 
+class ScoreFields(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The fields of a score write, over HTTP (ScoreIn) and WebSocket (SubmitScore):
+    `score` or `action` (with optional `ts`/`signature` for signed actions); `user_id`
+    for service credentials. The decoder refuses any value out of shape (an empty
+    `action` is out of shape, not "absent"), before any cache or store sees it."""
+
+    game: Slug
+    score: Score | None = None
+    action: ActionName | None = None
+    user_id: UserId | None = None
+    ts: UnixSeconds | None = None
+    signature: HexSignature | None = None
+
+
+class ScoreIn(ScoreFields):
+    """The body of `POST /api/v1/scores`."""
+
+    event_id: uuid.UUID
+
+
 class Msg(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True):
     """Base of every tagged WebSocket message."""
 
@@ -106,17 +127,12 @@ class Unsubscribe(Msg, tag="unsubscribe"):
     limit: PageLimit = 10
 
 
-class SubmitScore(Msg, tag="score"):
-    """A score write, as `POST /api/v1/scores`: `score` or `action` (with optional
-    `ts`/`signature` for signed actions); `user_id` for service credentials."""
+class SubmitScore(Msg, ScoreFields, tag="score"):
+    """A score write, as `POST /api/v1/scores` (ScoreIn)."""
 
-    game: Slug
+    # Any short text here, so that a frame whose id is no UUID is still answered with
+    # an error naming it; the write path then checks it as ScoreIn does (api/scores.py).
     event_id: EventId
-    score: Score | None = None
-    action: ActionName | None = None
-    user_id: UserId | None = None
-    ts: UnixSeconds | None = None
-    signature: HexSignature | None = None
 
 
 class ReportRequest(Msg, tag="report"):

@@ -11,8 +11,9 @@ from podium import metrics
 from podium.api.responses import JSON, read_json, validation_details
 from podium.api.spec import spec
 from podium.auth.guards import require_principal
-from podium.boards.scores import ScoreIn, ScoreOut, submit_score
+from podium.boards.scores import ScoreOut, submit_score
 from podium.errors import ApiError, invalid
+from podium.protocol import ScoreIn
 from podium.services import Services
 
 
