@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import date, datetime
 from importlib import resources
 
+import asyncpg
 import msgspec
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
@@ -142,15 +143,19 @@ def _order_sql(board: Board) -> str:
 _BOARD_WHERE = "game_id = $1 AND period = $2 AND period_start = $3"
 
 
+async def _pg_total(conn: asyncpg.Connection, board: Board) -> int:
+    """How many rows the board has."""
+    sql = f"SELECT count(*) FROM board_values WHERE {_BOARD_WHERE}"
+    return int(await conn.fetchval(sql, board.game, board.period, board.start))
+
+
 async def pg_page(
     services: Services, board: Board, offset: int, limit: int
 ) -> tuple[int, list[Row], int]:
     args = (board.game, board.period, board.start)
     with postgres():
         async with services.pool.acquire() as conn:
-            total = await conn.fetchval(
-                f"SELECT count(*) FROM board_values WHERE {_BOARD_WHERE}", *args
-            )
+            total = await _pg_total(conn, board)
             rows = await conn.fetch(
                 f"SELECT user_id, value, reached_seq, reached_at FROM board_values"
                 f" WHERE {_BOARD_WHERE}"
@@ -171,9 +176,7 @@ async def pg_ranks(services: Services, board: Board, user_ids: list[int]) -> tup
     args = (board.game, board.period, board.start)
     with postgres():
         async with services.pool.acquire() as conn:
-            total = await conn.fetchval(
-                f"SELECT count(*) FROM board_values WHERE {_BOARD_WHERE}", *args
-            )
+            total = await _pg_total(conn, board)
             rows = await conn.fetch(
                 f"SELECT b.user_id, b.value, (SELECT count(*) FROM board_values o WHERE"
                 f" o.game_id = $1 AND o.period = $2 AND o.period_start = $3 AND (o.value"
