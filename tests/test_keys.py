@@ -58,6 +58,7 @@ async def test_every_key_of_a_workload_has_a_builder(
         assert (await recv(ws))["type"] == "snapshot"
         channels = [c.decode() for c in await redis.pubsub_channels(f"{keys.prefix}*")]
         assert keys.channel(board_id(game, "all", EPOCH)) in channels
+        assert keys.revocations in channels and unmatched(keys, channels) == []
         for who, score in ((player, 5), (other, 7), (player, 9)):
             assert (await post_score(client, who, game, score)).status_code == 200
     r = await client.post(f"/admin/users/{other.id}/void", headers=admin.headers)

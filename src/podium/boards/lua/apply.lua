@@ -41,6 +41,7 @@ local function fill(template, gen)
   local i, j = string.find(template, '{gen}', 1, true)
   return string.sub(template, 1, i - 1) .. gen .. string.sub(template, j + 1)
 end
+
 local publish = ARGV[2] == '1'
 local events = cmsgpack.unpack(ARGV[3])
 local loading = ARGV[4] ~= nil and ARGV[4] ~= ''
@@ -50,7 +51,7 @@ if loading then
   if gen ~= ARGV[4] then return redis.error_reply('PODIUM rebuild lease lost') end
   publish = false
 end
-local aside = gen and (fill(k.aside, gen)) or nil
+local aside = gen and fill(k.aside, gen) or nil
 
 local function rank_of(board, user)
   if board == '' then return 0 end
