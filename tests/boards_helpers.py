@@ -8,8 +8,10 @@ from datetime import date
 import httpx
 import redis.asyncio as aioredis
 
-from podium.boards.keys import BoardKeys, board_id, from_zscore, parse_member
-from podium.periods import EPOCH, Period
+from podium.boards.members import board_id, from_zscore, parse_member
+from podium.keys import Keys
+from podium.periods import EPOCH
+from podium.validation import Period
 from tests.conftest import Account
 
 
@@ -50,6 +52,6 @@ async def read_board(
 ) -> list[tuple[int, int]]:
     """[(user_id, value)] in rank order, straight from the zset."""
     raw = await redis.zrange(
-        BoardKeys(prefix).zset(board_id(game, period, start)), 0, -1, withscores=True
+        Keys(prefix).zset(board_id(game, period, start)), 0, -1, withscores=True
     )
     return [(parse_member(m)[1], from_zscore(s, desc)) for m, s in raw]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import httpx
+from datetime import UTC, datetime
 
+import httpx
+import msgspec
+
+from podium.boards.model import Game
 from tests.boards_helpers import create_game, post_score
 from tests.conftest import Account, RunningApp
 
@@ -141,3 +145,15 @@ async def test_second_instance_sees_changes_within_ttl(
         async with asyncio.timeout(3):
             while (await post_score(http2, player, gid, 60)).status_code != 403:
                 await asyncio.sleep(0.05)
+
+
+def test_a_public_game_has_every_rule_and_never_the_key() -> None:
+    game = Game(
+        id="g", name="G", order="asc", operator="best", policy="client", min_score=0,
+        max_score=9, max_delta=None, delta_window_s=60, hmac_key="k" * 32,
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )  # fmt: skip
+    shown = msgspec.to_builtins(game.public())
+    kept = msgspec.to_builtins(game)
+    assert shown.pop("signed") is True and "hmac_key" not in shown
+    assert shown == {k: v for k, v in kept.items() if k != "hmac_key"}

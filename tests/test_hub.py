@@ -14,11 +14,11 @@ from podium.boards.ranks import Entry, Page
 from podium.clock import Clock
 from podium.errors import WS_REVOKED, CloseCode
 from podium.keys import Keys
-from podium.periods import Period
-from podium.protocol import BoardChange, Row, board_change_encoder
+from podium.protocol import BoardChange, Row, encode_board_change
 from podium.realtime.broker import RESYNC, LocalBroker
 from podium.realtime.hub import Hub
 from podium.realtime.reads import RankState
+from podium.validation import Period
 
 PREFIX = "hubtest:"
 
@@ -89,9 +89,7 @@ def make_hub() -> tuple[Hub, LocalBroker, FakeReads]:
 
 
 def change(hub: Hub, board: str, seq: int, *top: tuple[int, int]) -> tuple[str, bytes]:
-    data = board_change_encoder.encode(
-        BoardChange(board=board, seq=seq, top=[(u, s, seq) for u, s in top])
-    )
+    data = encode_board_change(BoardChange(board=board, seq=seq, top=[(u, s, seq) for u, s in top]))
     return hub.keys.channel(board), data
 
 

@@ -13,8 +13,9 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from redis.exceptions import ResponseError
 
-from podium.boards.keys import BoardKeys, member
+from podium.boards.members import member
 from podium.boards.scripts import ApplyEvent, BoardRow, Scripts
+from podium.keys import Keys
 from podium.protocol import BoardChange, board_change_decoder
 from tests.conftest import Stores
 
@@ -72,7 +73,7 @@ class Listener:
 
 
 async def test_apply_sets_member_hash_and_ranks(redis: aioredis.Redis, scripts: Scripts) -> None:
-    keys = BoardKeys(scripts.prefix)
+    keys = Keys(scripts.prefix)
     b = "g:all:1970-01-01"
     ranks = await scripts.apply([ev(b, 1, row(b, 1, 10, 1)), ev(b, 2, row(b, 2, 20, 2))])
     assert ranks == [(None, 1), (None, 1)]
@@ -89,7 +90,7 @@ async def test_apply_sets_member_hash_and_ranks(redis: aioredis.Redis, scripts: 
 
 
 async def test_older_rows_are_skipped(redis: aioredis.Redis, scripts: Scripts) -> None:
-    keys = BoardKeys(scripts.prefix)
+    keys = Keys(scripts.prefix)
     b = "g:all:1970-01-01"
     async with Listener(redis, keys.channel(b)) as listener:
         await scripts.apply([ev(b, 1, row(b, 1, 50, 5))])
@@ -103,7 +104,7 @@ async def test_older_rows_are_skipped(redis: aioredis.Redis, scripts: Scripts) -
 
 
 async def test_diff_entered_left_moved_changed(redis: aioredis.Redis, scripts: Scripts) -> None:
-    keys = BoardKeys(scripts.prefix)
+    keys = Keys(scripts.prefix)
     b = "g:all:1970-01-01"
     await scripts.apply([ev(b, u, row(b, u, 100 - u, u)) for u in range(1, 12)])
     async with Listener(redis, keys.channel(b)) as listener:
@@ -118,7 +119,7 @@ async def test_diff_entered_left_moved_changed(redis: aioredis.Redis, scripts: S
 
 
 async def test_integers_near_2_pow_53_are_exact(redis: aioredis.Redis, scripts: Scripts) -> None:
-    keys = BoardKeys(scripts.prefix)
+    keys = Keys(scripts.prefix)
     desc, asc = "d:all:1970-01-01", "a:all:1970-01-01"
     async with Listener(redis, keys.channel(desc)) as ld, Listener(redis, keys.channel(asc)) as la:
         await scripts.apply(
@@ -134,7 +135,7 @@ async def test_integers_near_2_pow_53_are_exact(redis: aioredis.Redis, scripts: 
 
 
 async def test_remove_and_quiet_load(redis: aioredis.Redis, scripts: Scripts) -> None:
-    keys = BoardKeys(scripts.prefix)
+    keys = Keys(scripts.prefix)
     b = "g:day:2026-01-02"
     await scripts.apply(
         [ev("", u, row(b, u, u, u, expireat=2_000_000_000)) for u in (1, 2)], publish=False
@@ -160,7 +161,7 @@ def gone(board: str, user: int, last_seq: int, expireat: int = 0) -> BoardRow:
 async def test_void_leaves_a_tombstone_an_older_apply_cannot_pass(
     redis: aioredis.Redis, scripts: Scripts
 ) -> None:
-    keys = BoardKeys(scripts.prefix)
+    keys = Keys(scripts.prefix)
     b = "g:all:1970-01-01"
     await scripts.apply([ev(b, 1, row(b, 1, 50, 5)), ev(b, 2, row(b, 2, 10, 6))])
     await scripts.apply([ev(b, 1, gone(b, 1, 5))])
@@ -177,7 +178,7 @@ async def test_void_leaves_a_tombstone_an_older_apply_cannot_pass(
 async def test_void_before_the_stale_apply_still_guards(
     redis: aioredis.Redis, scripts: Scripts
 ) -> None:
-    keys = BoardKeys(scripts.prefix)
+    keys = Keys(scripts.prefix)
     b = "g:day:2026-01-02"
     async with Listener(redis, keys.channel(b)) as listener:
         # The void's apply runs first: Redis never saw the user's row on this board.
@@ -193,7 +194,7 @@ async def test_void_before_the_stale_apply_still_guards(
 async def test_an_older_void_does_not_remove_a_newer_row(
     redis: aioredis.Redis, scripts: Scripts
 ) -> None:
-    keys = BoardKeys(scripts.prefix)
+    keys = Keys(scripts.prefix)
     b = "g:all:1970-01-01"
     await scripts.apply([ev(b, 1, row(b, 1, 50, 8))])
     await scripts.apply([ev(b, 1, gone(b, 1, 5))])
@@ -205,7 +206,7 @@ async def test_an_older_void_does_not_remove_a_newer_row(
 
 async def test_rebuild_aside_then_swap(redis: aioredis.Redis, scripts: Scripts) -> None:
     """apply.lua writes aside while a rebuild holds the lease; swap.lua installs it all."""
-    keys = BoardKeys(scripts.prefix)
+    keys = Keys(scripts.prefix)
     b, old = "g:all:1970-01-01", "gone:all:1970-01-01"
     await scripts.apply([ev(b, 1, row(b, 1, 10, 1)), ev(old, 1, row(old, 1, 5, 2))])
     with pytest.raises(ResponseError):  # no lease: a load may not write aside
@@ -248,7 +249,7 @@ async def test_any_apply_order_converges_to_the_last_version(
     history: list[tuple[int, bool, int]],
     data: st.DataObject,
 ) -> None:
-    keys = BoardKeys(scripts.prefix)
+    keys = Keys(scripts.prefix)
     b = f"h{uuid.uuid4().hex[:8]}:all:1970-01-01"
     ops: list[tuple[int, BoardRow]] = []
     last: dict[int, int] = {}

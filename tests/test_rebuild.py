@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 
 from podium.auth.tokens import hash_service_secret, new_service_secret
 from podium.boards.index import BoardIndex
-from podium.boards.keys import BoardKeys, board_id, member, to_zscore
+from podium.boards.members import board_id, member, to_zscore
 from podium.cli import cmd_rebuild
 from podium.embedded import EmbeddedValkey
+from podium.keys import Keys
 from podium.periods import starts_for
 from tests.boards_helpers import create_game, post_score
 from tests.conftest import (
@@ -89,7 +90,7 @@ async def recompute(pool: asyncpg.Pool) -> Zsets:
 
 
 async def redis_boards(redis: aioredis.Redis, prefix: str) -> Zsets:
-    keys = BoardKeys(prefix)
+    keys = Keys(prefix)
     boards: Zsets = {}
     async for key in redis.scan_iter(match=keys.zset("*")):
         board = key.decode().removeprefix(keys.zset(""))
@@ -152,7 +153,7 @@ async def test_cli_rebuild_restores_deleted_boards(
     game = (await create_game(client, admin, operator="sum"))["id"]
     for score in (3, 4):
         assert (await post_score(client, player, game, score)).status_code == 200
-    keys = BoardKeys(server.settings.redis_prefix)
+    keys = Keys(server.settings.redis_prefix)
     redis = server.services.redis
     await redis.delete(keys.zset(board_id(game, "all", starts_for(BASE)["all"])))
     await redis.set(f"{server.settings.redis_prefix}names", "kept")  # another layer's key
@@ -191,7 +192,7 @@ async def test_flushall_rebuilds_on_its_own_without_losing_writes(
         for n, p in enumerate(players):
             assert (await post_score(http, p, game, n + 1)).status_code == 200
         index: BoardIndex = app.podium.boards.index
-        redis, epoch = app.services.redis, BoardKeys(settings.redis_prefix).epoch
+        redis, epoch = app.services.redis, Keys(settings.redis_prefix).epoch
         rebuilds = index.rebuilds
         await redis.flushall()
         # Writes go on while the watcher notices and rebuilds; none may be lost.
@@ -207,7 +208,7 @@ async def test_flushall_rebuilds_on_its_own_without_losing_writes(
         await _wait_ready(index, redis, epoch)
         await assert_index_matches_log(app)
         values = await redis.zrange(
-            BoardKeys(settings.redis_prefix).zset(board_id(game, "all", starts_for(BASE)["all"])),
+            Keys(settings.redis_prefix).zset(board_id(game, "all", starts_for(BASE)["all"])),
             0,
             -1,
             withscores=True,
@@ -247,7 +248,7 @@ async def test_redis_down_writes_commit_then_replay(
         restarted = EmbeddedValkey(private_valkey.data_dir, persist=False, port=private_valkey.port)
         await asyncio.to_thread(restarted.start)
         try:
-            await _wait_ready(index, app.services.redis, BoardKeys(settings.redis_prefix).epoch)
+            await _wait_ready(index, app.services.redis, Keys(settings.redis_prefix).epoch)
             await assert_index_matches_log(app)
         finally:
             await asyncio.to_thread(restarted.stop)

@@ -10,8 +10,9 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from podium.boards.keys import BoardKeys, board_id
+from podium.boards.members import board_id
 from podium.embedded import EmbeddedPostgres
+from podium.keys import Keys
 from podium.protocol import board_change_decoder
 from podium.settings import Settings
 from tests.boards_helpers import create_game, post_score, read_board
@@ -90,7 +91,7 @@ async def test_period_boundaries(
         (player.id, 12)
     ]
     # Period boards expire at their end plus the retention window; all-time never.
-    keys = BoardKeys(prefix)
+    keys = Keys(prefix)
     day_end = datetime(2026, 12, 2, tzinfo=UTC).timestamp() + 400 * 86400
     assert await redis.expiretime(keys.zset(board_id(game, "day", date(2026, 12, 1)))) == day_end
     assert await redis.expiretime(keys.zset(board_id(game, "all", date(1970, 1, 1)))) == -1
@@ -157,7 +158,7 @@ async def test_write_publishes_top10_diff(
     game = (await create_game(client, admin))["id"]
     a, b = await register_and_login(client), await register_and_login(client)
     board = board_id(game, "all", date(1970, 1, 1))
-    await board_sub.subscribe(BoardKeys(server.settings.redis_prefix).channel(board))
+    await board_sub.subscribe(Keys(server.settings.redis_prefix).channel(board))
     await post_score(client, a, game, 10)
     first = board_change_decoder.decode((await next_message(board_sub))["data"])
     assert first.board == board and first.seq == 1
@@ -184,7 +185,7 @@ async def test_void_removes_user_everywhere_and_publishes(
     for game in (g1, g2):
         assert (await post_score(client, cheat, game, 1000)).status_code == 200
         assert (await post_score(client, honest, game, 5)).status_code == 200
-    keys = BoardKeys(server.settings.redis_prefix)
+    keys = Keys(server.settings.redis_prefix)
     await board_sub.subscribe(keys.channel(board_id("global", "all", date(1970, 1, 1))))
 
     r = await client.post(f"/admin/users/{cheat.id}/void", headers=honest.headers)

@@ -14,9 +14,10 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from podium.boards.keys import BoardKeys, board_id, member, to_zscore
+from podium.boards.members import board_id, member, to_zscore
+from podium.keys import Keys
 from podium.periods import EPOCH
-from podium.protocol import BoardChange, board_change_encoder
+from podium.protocol import BoardChange, encode_board_change
 from podium.settings import Settings
 from tests.boards_helpers import create_game, post_score
 from tests.conftest import Account, RunningApp, Stores, make_settings, register_and_login
@@ -121,7 +122,7 @@ async def test_burst_coalesces(
 async def publish_top(server: RunningApp, game: str, top: list[tuple[int, int]]) -> int:
     """Write a board's top straight into Redis and announce it, as the write path does."""
     assert server.services is not None
-    redis, keys = server.services.redis, BoardKeys(server.settings.redis_prefix)
+    redis, keys = server.services.redis, Keys(server.settings.redis_prefix)
     board = board_id(game, "all", EPOCH)
     seq = int(await redis.incr(keys.seq(board)))
     async with redis.pipeline(transaction=True) as pipe:
@@ -130,7 +131,7 @@ async def publish_top(server: RunningApp, game: str, top: list[tuple[int, int]])
             pipe.zadd(keys.zset(board), {member(seq, uid, 0): to_zscore(value, True)})
         await pipe.execute()
     change = BoardChange(board=board, seq=seq, top=[(u, v, seq) for u, v in top])
-    await redis.publish(keys.channel(board), board_change_encoder.encode(change))
+    await redis.publish(keys.channel(board), encode_board_change(change))
     return seq
 
 

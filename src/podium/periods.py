@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from typing import Literal
 
-Period = Literal["all", "day", "week", "month"]
-PERIODS: tuple[Period, ...] = ("all", "day", "week", "month")
+from podium.errors import invalid
+from podium.validation import PERIODS, Period
+
 EPOCH = date(1970, 1, 1)
+
+
+def parse_period(period: str) -> Period:
+    """A client-named period, or an `invalid` error naming the periods there are."""
+    for known in PERIODS:
+        if known == period:
+            return known
+    raise invalid("unknown period", {"period": f"one of {', '.join(PERIODS)}"})
 
 
 def period_start(period: Period, day: date) -> date:

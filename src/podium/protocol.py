@@ -4,12 +4,12 @@ WebSocket messages to and from clients. Decoders and encoders are built once her
 
 from __future__ import annotations
 
+import uuid
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 
-from podium.periods import Period
 from podium.validation import (
     MAX_OFFSET,
     MAX_PAGE_LIMIT,
@@ -18,10 +18,12 @@ from podium.validation import (
     HexSignature,
     PageLimit,
     PageOffset,
+    Period,
     ReportLimit,
     Score,
     Slug,
     UserId,
+    exactly_one,
 )
 
 
@@ -45,7 +47,15 @@ class BoardChange(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 board_change_decoder = msgspec.json.Decoder(BoardChange)
-board_change_encoder = msgspec.json.Encoder()
+_board_change_encoder = msgspec.json.Encoder()
+
+
+def encode_board_change(change: BoardChange) -> bytes:
+    """A BoardChange as published on a board's channel: the one Python encoding of it.
+
+    apply.lua and swap.lua build the same JSON in Redis (tests/test_keys.py decodes
+    theirs with unknown fields forbidden)."""
+    return _board_change_encoder.encode(change)
 
 
 # --- WebSocket messages -------------------------------------------------------------
@@ -65,6 +75,31 @@ UnixSeconds = Annotated[int, msgspec.Meta(ge=0, le=253_402_300_799)]
 SeedIndex = Annotated[int, msgspec.Meta(ge=0, le=MAX_OFFSET + MAX_PAGE_LIMIT)]
 # Seed 001's report bounds: an ISO date or datetime.
 SeedWhen = Annotated[str, msgspec.Meta(min_length=1, max_length=40, pattern=TEXT_PATTERN)]
+
+
+class ScoreFields(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The fields of a score write, over HTTP (ScoreIn) and WebSocket (SubmitScore):
+    `score` or `action` (with optional `ts`/`signature` for signed actions); `user_id`
+    for service credentials. The decoder refuses any value out of shape (an empty
+    `action` is out of shape, not "absent"), before any cache or store sees it."""
+
+    game: Slug
+    score: Score | None = None
+    action: ActionName | None = None
+    user_id: UserId | None = None
+    ts: UnixSeconds | None = None
+    signature: HexSignature | None = None
+
+    # Stated in the OpenAPI document (ops/openapi.py merges it into the component).
+    __json_schema_extra__: ClassVar[dict[str, object]] = exactly_one(
+        {"score": "integer", "action": "string"}
+    )
+
+
+class ScoreIn(ScoreFields):
+    """The body of `POST /api/v1/scores`."""
+
+    event_id: uuid.UUID
 
 
 class Msg(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, kw_only=True):
@@ -98,17 +133,12 @@ class Unsubscribe(Msg, tag="unsubscribe"):
     limit: PageLimit = 10
 
 
-class SubmitScore(Msg, tag="score"):
-    """A score write, as `POST /api/v1/scores`: `score` or `action` (with optional
-    `ts`/`signature` for signed actions); `user_id` for service credentials."""
+class SubmitScore(Msg, ScoreFields, tag="score"):
+    """A score write, as `POST /api/v1/scores` (ScoreIn)."""
 
-    game: Slug
+    # Any short text here, so that a frame whose id is no UUID is still answered with
+    # an error naming it; the write path then checks it as ScoreIn does (api/scores.py).
     event_id: EventId
-    score: Score | None = None
-    action: ActionName | None = None
-    user_id: UserId | None = None
-    ts: UnixSeconds | None = None
-    signature: HexSignature | None = None
 
 
 class ReportRequest(Msg, tag="report"):

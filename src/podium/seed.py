@@ -16,8 +16,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import msgspec
 
-from podium.periods import PERIODS, period_start
+from podium.periods import period_start
 from podium.settings import Settings
+from podium.validation import PERIODS
 
 SEED_PASSWORD = "podium-seed-password"
 MAX_ABS = 2**53 - 1

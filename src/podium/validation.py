@@ -9,7 +9,7 @@ that arrive outside a Struct (path and query parameters).
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -26,7 +26,10 @@ USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,32}(?!\n)$"
 HEX_SHA256_PATTERN = r"^[0-9a-fA-F]{64}(?!\n)$"
 # Printable text: no NUL (PostgreSQL text refuses it) and no other C0 control character.
 TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
-PERIODS = ("all", "day", "week", "month")
+
+# A board's period (boards/periods.py does their UTC arithmetic).
+Period = Literal["all", "day", "week", "month"]
+PERIODS: tuple[Period, ...] = ("all", "day", "week", "month")
 
 _SLUG_RE = re.compile(SLUG_PATTERN)
 _ACTION_RE = re.compile(ACTION_PATTERN)

@@ -20,10 +20,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from podium.boards import index as index_module
-from podium.boards.index import BoardIndex, rebuild_lock_key
-from podium.boards.keys import BoardKeys, board_id
+from podium.boards.index import BoardIndex
+from podium.boards.members import board_id
 from podium.boards.scripts import source
 from podium.embedded import EmbeddedPostgres, EmbeddedValkey
+from podium.keys import Keys
 from podium.periods import EPOCH
 from podium.settings import Settings
 from tests.boards_helpers import create_game, post_score, read_board
@@ -228,7 +229,7 @@ async def test_redis_values_that_do_not_parse_are_not_trusted(
     PostgreSQL, which has the truth."""
     assert server.services is not None
     game, (low, high) = await _two_on_a_board(client, admin)
-    keys = BoardKeys(settings.redis_prefix)
+    keys = Keys(settings.redis_prefix)
     board = board_id(game, "all", EPOCH)
     redis = server.services.redis
     await redis.zadd(keys.zset(board), {"not-a-member": -1e9})
@@ -350,7 +351,7 @@ async def test_an_instance_that_missed_a_write_stops_every_instance_trusting_red
     game = (await create_game(client, admin, operator="sum"))["id"]
     assert (await post_score(client, player, game, 5)).status_code == 200
     # Another instance's rebuild (a foreign lease): A's own rebuild has to wait.
-    await server.services.redis.set(rebuild_lock_key(settings.redis_prefix), "someone-else")
+    await server.services.redis.set(Keys(settings.redis_prefix).rebuild_lock, "someone-else")
     async with (
         instance_behind_proxy(settings) as (a, proxy),
         httpx.AsyncClient(base_url=a.url + "/api/v1", timeout=30) as http_a,

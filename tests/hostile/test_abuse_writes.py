@@ -16,7 +16,7 @@ import httpx
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from podium.boards import keys
+from podium.boards import members
 from podium.boards.model import GameCache
 from podium.boards.submit import payload_hash
 from podium.boards.writer import Write, Writer
@@ -183,7 +183,7 @@ async def test_unknown_game_ids_pin_no_memory(stores: Stores) -> None:
                 assert info.value.response.status_code == status
             assert _key_bytes(cache) < 10_000
             assert cache.size <= 1 + 50, cache.size
-            memo = getattr(keys.board_id, "cache_info", None)
+            memo = getattr(members.board_id, "cache_info", None)
             assert memo is None or memo().currsize < 100
             assert (await post_score(http, player, game, 2)).status_code == 200
     finally:

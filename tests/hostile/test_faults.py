@@ -29,7 +29,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from podium.bench.harness import Env
-from podium.boards.keys import BoardKeys
+from podium.keys import Keys
 from podium.store.db import create_pool
 from tests.boards_helpers import create_game, post_score, read_board
 from tests.conftest import (
@@ -120,7 +120,7 @@ async def _through_outage(load: Load, writes: int = 10) -> None:
 
 async def _boards_equal_log(cl: Cluster, redis: aioredis.Redis, pool: object) -> None:
     prefix = cl.env.env["PODIUM_REDIS_PREFIX"]
-    epoch = BoardKeys(prefix).epoch
+    epoch = Keys(prefix).epoch
     # The instances notice the loss and rebuild on their own; poll the stores until then.
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(90):

@@ -113,19 +113,8 @@ async def create_game(request: Request) -> Response:
     if body.id in model.RESERVED_IDS:
         raise invalid("game is invalid", {"id": f"{body.id!r} is reserved"})
     _check_rules(body.min_score, body.max_score)
-    game = Game(
-        id=body.id,
-        name=body.name.strip(),
-        order=body.order,
-        operator=body.operator,
-        policy=body.policy,
-        min_score=body.min_score,
-        max_score=body.max_score,
-        max_delta=body.max_delta,
-        delta_window_s=body.delta_window_s,
-        hmac_key=body.hmac_key,
-        created_at=datetime.now(UTC),
-    )
+    fields = msgspec.structs.asdict(body)
+    game = Game(**fields | {"name": body.name.strip(), "created_at": datetime.now(UTC)})
     try:
         created = await _store(model.insert_game(services.pool, game))
     except model.GameExists:

@@ -19,10 +19,9 @@ from podium.auth.tokens import Principal
 from podium.boards import ranks
 from podium.boards.runtime import Boards
 from podium.errors import invalid, not_found, unavailable
-from podium.periods import Period
 from podium.services import Services
 from podium.store.db import is_unavailable
-from podium.validation import PageLimit, PageOffset, Slug, UserId, user_id_of
+from podium.validation import PageLimit, PageOffset, Period, Slug, UserId, user_id_of
 
 MAX_MEMBERS = 100
 # Comma-separated user ids: 1 to MAX_MEMBERS decimal numbers of at most 19 digits.

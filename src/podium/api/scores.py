@@ -12,8 +12,9 @@ from podium.api.podium import podium_of
 from podium.api.responses import JSON, read_json, validation_details
 from podium.api.spec import spec
 from podium.auth.guards import require_principal
-from podium.boards.submit import ScoreIn, ScoreOut, submit_score
+from podium.boards.submit import ScoreOut, submit_score
 from podium.errors import ApiError, invalid
+from podium.protocol import ScoreIn
 
 
 def score_in(message: msgspec.Struct) -> ScoreIn:

@@ -36,7 +36,6 @@ from podium.errors import (
     invalid,
     unavailable,
 )
-from podium.periods import Period
 from podium.protocol import (
     Ack,
     Error,
@@ -62,6 +61,7 @@ from podium.validation import (
     MAX_PAGE_LIMIT,
     PageLimit,
     PageOffset,
+    Period,
     Slug,
 )
 

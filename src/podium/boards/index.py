@@ -23,8 +23,9 @@ from collections.abc import Awaitable, Callable, Sequence
 import asyncpg
 import redis.asyncio as aioredis
 
-from podium.boards.keys import GLOBAL, BoardKeys, board_id
+from podium.boards.members import GLOBAL, board_id
 from podium.boards.scripts import ApplyEvent, Scripts, set_row
+from podium.keys import Keys
 
 log = logging.getLogger("podium.index")
 
@@ -45,21 +46,6 @@ class RebuildBusy(Exception):
 
 class LeaseLost(Exception):
     """This rebuild stalled past its lease; another may have started: it installs nothing."""
-
-
-def rebuild_lock_key(prefix: str) -> str:
-    """The rebuild lease: one rebuild at a time across instances; its value, the
-    generation, names the boards aside that every apply also writes meanwhile."""
-    return f"{prefix}rebuild-lock"
-
-
-def rebuild_aside_key(prefix: str) -> str:
-    """The generation whose boards aside may be left over (the rebuild died)."""
-    return f"{prefix}rebuild-aside"
-
-
-def aside_prefix(prefix: str, gen: str) -> str:
-    return f"{prefix}r:{gen}:"
 
 
 def _event(record: asyncpg.Record, retention_days: int) -> tuple[str, ApplyEvent]:
@@ -133,7 +119,7 @@ class _Lease:
     def __init__(self, redis: aioredis.Redis, scripts: Scripts, prefix: str) -> None:
         self.redis = redis
         self.scripts = scripts
-        self.key = rebuild_lock_key(prefix)
+        self.key = Keys(prefix).rebuild_lock
         self.gen = uuid.uuid4().hex
         self._renewed = 0.0
 
@@ -160,25 +146,26 @@ def _text(raw: bytes | str) -> str:
 
 async def _drop_aside(redis: aioredis.Redis, prefix: str, gen: str) -> None:
     """Drop the boards rebuild `gen` built aside."""
-    aside = aside_prefix(prefix, gen)
-    boards = [_text(b) for b in await redis.smembers(f"{aside}boards")]
+    aside = Keys(prefix).aside(gen)
+    boards = [_text(b) for b in await redis.smembers(aside.aside_boards)]
     for i in range(0, len(boards), 500):
         chunk = boards[i : i + 500]
-        await redis.unlink(*(f"{aside}{kind}{b}" for b in chunk for kind in ("b:", "m:")))
-    await redis.unlink(f"{aside}boards")
+        await redis.unlink(*(key for b in chunk for key in (aside.zset(b), aside.members(b))))
+    await redis.unlink(aside.aside_boards)
 
 
 async def _drop_leftovers(redis: aioredis.Redis, prefix: str, gen: str) -> None:
     """Record `gen` as the rebuild under way; drop what a dead earlier one built aside."""
-    old = await redis.set(rebuild_aside_key(prefix), gen, get=True)
+    old = await redis.set(Keys(prefix).rebuild_aside, gen, get=True)
     if isinstance(old, bytes) and old.decode() != gen:
         await _drop_aside(redis, prefix, old.decode())
 
 
 async def _live_boards(redis: aioredis.Redis, prefix: str, lease: _Lease) -> list[str]:
     found: list[str] = []
-    async for key in redis.scan_iter(match=f"{prefix}b:*", count=1000):
-        found.append(_text(key).removeprefix(f"{prefix}b:"))
+    live = Keys(prefix).zset("")
+    async for key in redis.scan_iter(match=f"{live}*", count=1000):
+        found.append(_text(key).removeprefix(live))
         if len(found) % 1000 == 0:
             await lease.keep()
     return found
@@ -238,7 +225,7 @@ class BoardIndex:
         self.redis = redis
         self.prefix = prefix
         self.retention_days = retention_days
-        self.keys = BoardKeys(prefix)
+        self.keys = Keys(prefix)
         self.stale = False
         self.rebuilding = False
         self._epoch_seen = False

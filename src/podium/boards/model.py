@@ -28,7 +28,9 @@ CACHE_MAX_GAMES = 4096
 CACHE_MAX_MISSES = 1024
 
 
-class Game(msgspec.Struct, kw_only=True):
+class GameFields(msgspec.Struct, kw_only=True):
+    """A game's rules, as the server keeps them and the API shows them."""
+
     id: str
     name: str
     order: Order
@@ -38,43 +40,25 @@ class Game(msgspec.Struct, kw_only=True):
     max_score: int | None
     max_delta: int | None
     delta_window_s: int
-    hmac_key: str | None
     created_at: datetime
+
+
+class Game(GameFields):
+    hmac_key: str | None
 
     @property
     def descending(self) -> bool:
         return self.order == "desc"
 
     def public(self) -> GameOut:
-        return GameOut(
-            id=self.id,
-            name=self.name,
-            order=self.order,
-            operator=self.operator,
-            policy=self.policy,
-            min_score=self.min_score,
-            max_score=self.max_score,
-            max_delta=self.max_delta,
-            delta_window_s=self.delta_window_s,
-            signed=self.hmac_key is not None,
-            created_at=self.created_at,
-        )
+        shown = {name: getattr(self, name) for name in GameFields.__struct_fields__}
+        return GameOut(**shown, signed=self.hmac_key is not None)
 
 
-class GameOut(msgspec.Struct, kw_only=True):
+class GameOut(GameFields):
     """A game as the API shows it: the HMAC key never leaves the server."""
 
-    id: str
-    name: str
-    order: Order
-    operator: Operator
-    policy: Policy
-    min_score: int | None
-    max_score: int | None
-    max_delta: int | None
-    delta_window_s: int
     signed: bool
-    created_at: datetime
 
 
 GAME_COLS = (

@@ -17,7 +17,7 @@ from typing import Annotated
 import msgspec
 
 from podium import metrics
-from podium.boards.keys import GLOBAL
+from podium.boards.members import GLOBAL
 from podium.boards.names import usernames
 from podium.boards.runtime import Boards
 from podium.boards.sources import (
@@ -35,7 +35,7 @@ from podium.boards.sources import (
     redis_ranks,
 )
 from podium.errors import bad_request, invalid, not_found
-from podium.periods import PERIODS, Period, period_start
+from podium.periods import parse_period, period_start
 from podium.services import Services
 from podium.validation import INT64_MAX, MAX_OFFSET, MAX_PAGE_LIMIT, is_slug
 
@@ -95,12 +95,6 @@ async def game_descending(boards: Boards, game: str) -> bool:
     if found is None:
         raise not_found(f"no game {game!r}")
     return found.order == "desc"
-
-
-def parse_period(period: str) -> Period:
-    if period not in PERIODS:
-        raise invalid("unknown period", {"period": f"one of {', '.join(PERIODS)}"})
-    return period  # type: ignore[return-value]
 
 
 async def resolve_board(
@@ -278,7 +272,7 @@ async def ranks_of(
     services: Services, boards: Boards, board: str, user_ids: list[int]
 ) -> dict[int, tuple[int | None, int | None, int]]:
     """uid -> (rank, score, total) on a board id, one round trip (for my-score batches)."""
-    from podium.boards.keys import parse_board_id
+    from podium.boards.members import parse_board_id
 
     game, period, start = parse_board_id(board)
     descending = await game_descending(boards, game)

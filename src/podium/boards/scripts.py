@@ -15,13 +15,21 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
-from podium.boards.keys import member, to_zscore
-from podium.periods import Period, period_end
+from podium.boards.members import member, to_zscore
+from podium.keys import Keys
+from podium.periods import period_end
+from podium.validation import Period
 
 
 @cache
 def source(name: str) -> str:
     return (resources.files("podium.boards") / "lua" / f"{name}.lua").read_text()
+
+
+@cache
+def layout(prefix: str) -> bytes:
+    """The key layout the scripts build board keys from (ARGV[1] of apply and swap)."""
+    return msgspec.msgpack.encode(Keys(prefix).layout())
 
 
 class BoardRow(tuple):
@@ -86,20 +94,20 @@ class Scripts:
 
     def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
         self.prefix = prefix
+        self.layout = layout(prefix)
         self._apply: AsyncScript = redis.register_script(source("apply"))
         self._swap: AsyncScript = redis.register_script(source("swap"))
         self._lease: AsyncScript = redis.register_script(source("lease"))
 
-    @staticmethod
-    def argv(prefix: str, publish: bool, events: Sequence[ApplyEvent]) -> list[str | bytes]:
+    def argv(self, publish: bool, events: Sequence[ApplyEvent]) -> list[str | bytes]:
         packed = msgspec.msgpack.encode([(board, str(user), rows) for board, user, rows in events])
-        return [prefix, "1" if publish else "0", packed]
+        return [self.layout, "1" if publish else "0", packed]
 
     async def apply(
         self, events: Sequence[ApplyEvent], *, publish: bool = True
     ) -> list[tuple[int | None, int | None]]:
         """Apply the events' rows; return each event's (rank_before, rank_after)."""
-        packed = await self._apply(keys=[], args=self.argv(self.prefix, publish, events))
+        packed = await self._apply(keys=[], args=self.argv(publish, events))
         raw = msgspec.msgpack.decode(packed)
         out: list[tuple[int | None, int | None]] = []
         for j in range(0, len(raw), 2):
@@ -108,12 +116,16 @@ class Scripts:
 
     async def load(self, events: Sequence[ApplyEvent], gen: str) -> None:
         """Apply the events' rows to rebuild `gen`'s boards aside (error: lease lost)."""
-        await self._apply(keys=[], args=[*self.argv(self.prefix, False, events), gen])
+        await self._apply(keys=[], args=[*self.argv(False, events), gen])
 
     async def swap(self, gen: str, epoch: str, live_boards: Sequence[str]) -> int:
         """Install rebuild `gen`'s boards; the board count, or -1 if its lease was lost."""
         packed = msgspec.msgpack.encode(list(live_boards))
-        return int(await self._swap(keys=[], args=[self.prefix, gen, epoch, packed]))
+        return int(
+            await self._swap(
+                keys=[], args=[self.layout, gen, epoch, packed, Keys(self.prefix).aside(gen).prefix]
+            )
+        )
 
     async def lease(self, key: str, token: str, ttl_ms: int) -> bool:
         """Renew our lease on `key` for `ttl_ms` (0 releases it); False if not ours."""

@@ -12,16 +12,17 @@ from collections.abc import Iterator
 from datetime import date, datetime
 from importlib import resources
 
+import asyncpg
 import msgspec
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from podium import metrics
-from podium.boards.keys import BoardKeys, board_id, from_zscore, parse_member
+from podium.boards.members import board_id, from_zscore, parse_member
 from podium.errors import ApiError, unavailable
-from podium.periods import Period
 from podium.services import Services
 from podium.store.db import is_unavailable
+from podium.validation import Period
 
 RANKS_LUA = (resources.files("podium.boards") / "lua" / "ranks.lua").read_text()
 
@@ -73,7 +74,7 @@ async def redis_page(
 ) -> tuple[int, list[Row], int]:
     """(total, rows, first position); `after` (a cursor's member) moves `offset` to the
     row after that member while it is still on the board."""
-    keys = BoardKeys(services.settings.redis_prefix)
+    keys = services.keys
     key = keys.zset(board.id)
     if after:
         rank = await services.redis.zrank(key, after)
@@ -98,7 +99,7 @@ async def redis_page(
 
 async def redis_competition_base(services: Services, board: Board, value: int) -> int:
     """How many members rank strictly better than `value`."""
-    keys = BoardKeys(services.settings.redis_prefix)
+    keys = services.keys
     zscore = -value if board.descending else value
     return int(await services.redis.zcount(keys.zset(board.id), "-inf", f"({zscore}"))
 
@@ -106,7 +107,7 @@ async def redis_competition_base(services: Services, board: Board, value: int) -
 async def redis_ranks(
     services: Services, script: AsyncScript, board: Board, user_ids: list[int]
 ) -> tuple[int, Ranks]:
-    keys = BoardKeys(services.settings.redis_prefix)
+    keys = services.keys
     result = await script(
         keys=[keys.zset(board.id), keys.members(board.id), keys.epoch], args=user_ids
     )
@@ -136,15 +137,19 @@ def _order_sql(board: Board) -> str:
 _BOARD_WHERE = "game_id = $1 AND period = $2 AND period_start = $3"
 
 
+async def _pg_total(conn: asyncpg.Connection, board: Board) -> int:
+    """How many rows the board has."""
+    sql = f"SELECT count(*) FROM board_values WHERE {_BOARD_WHERE}"
+    return int(await conn.fetchval(sql, board.game, board.period, board.start))
+
+
 async def pg_page(
     services: Services, board: Board, offset: int, limit: int
 ) -> tuple[int, list[Row], int]:
     args = (board.game, board.period, board.start)
     with postgres():
         async with services.pool.acquire() as conn:
-            total = await conn.fetchval(
-                f"SELECT count(*) FROM board_values WHERE {_BOARD_WHERE}", *args
-            )
+            total = await _pg_total(conn, board)
             rows = await conn.fetch(
                 f"SELECT user_id, value, reached_seq, reached_at FROM board_values"
                 f" WHERE {_BOARD_WHERE}"
@@ -165,9 +170,7 @@ async def pg_ranks(services: Services, board: Board, user_ids: list[int]) -> tup
     args = (board.game, board.period, board.start)
     with postgres():
         async with services.pool.acquire() as conn:
-            total = await conn.fetchval(
-                f"SELECT count(*) FROM board_values WHERE {_BOARD_WHERE}", *args
-            )
+            total = await _pg_total(conn, board)
             rows = await conn.fetch(
                 f"SELECT b.user_id, b.value, (SELECT count(*) FROM board_values o WHERE"
                 f" o.game_id = $1 AND o.period = $2 AND o.period_start = $3 AND (o.value"

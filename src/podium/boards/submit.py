@@ -18,8 +18,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import uuid
-from typing import Annotated, ClassVar
 
 import msgspec
 import redis.exceptions
@@ -38,42 +36,13 @@ from podium.errors import (
     not_found,
     rate_limited,
 )
+from podium.protocol import ScoreIn
 from podium.services import Services
 from podium.store.db import store_errors
-from podium.validation import (
-    INT64_MAX,
-    ActionName,
-    HexSignature,
-    Score,
-    Slug,
-    UserId,
-    exactly_one,
-)
 
 log = logging.getLogger("podium.scores")
 
 SIGNATURE_MAX_AGE_S = 60
-
-
-# Unix seconds; bounded so the freshness check never meets an int wider than a bigint.
-UnixSeconds = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
-
-
-class ScoreIn(msgspec.Struct, forbid_unknown_fields=True):
-    """A score write as a client sends it; the decoder refuses any value out of shape
-    (an empty `action` is out of shape, not "absent"), before any cache or store sees it."""
-
-    game: Slug
-    event_id: uuid.UUID
-    score: Score | None = None
-    action: ActionName | None = None
-    user_id: UserId | None = None
-    ts: UnixSeconds | None = None
-    signature: HexSignature | None = None
-
-    __json_schema_extra__: ClassVar[dict[str, object]] = exactly_one(
-        {"score": "integer", "action": "string"}
-    )
 
 
 class ScoreOut(msgspec.Struct):

@@ -6,7 +6,7 @@ import logging
 
 import msgspec
 
-from podium.boards.keys import GLOBAL, board_id
+from podium.boards.members import GLOBAL, board_id
 from podium.boards.runtime import Boards
 from podium.boards.scripts import ApplyEvent, BoardRow, expire_at
 from podium.errors import not_found, unavailable

@@ -27,7 +27,7 @@ import msgspec
 
 from podium import metrics
 from podium.boards.index import BoardIndex
-from podium.boards.keys import GLOBAL, board_id
+from podium.boards.members import GLOBAL, board_id
 from podium.boards.scripts import ApplyEvent, BoardRow, Scripts, set_row
 from podium.errors import ApiError, invalid, unavailable
 from podium.periods import EPOCH, starts_for

@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 from urllib.parse import unquote, urlparse
 
+import redis.asyncio as aioredis
+
 log = logging.getLogger("podium.broker")
 
 
@@ -165,7 +167,7 @@ class RedisBroker:
     DEAD_AFTER = 15.0
     MAX_BACKLOG = 100_000
 
-    def __init__(self, url: str, redis: object, *, connect_timeout: float = 2.0) -> None:
+    def __init__(self, url: str, redis: aioredis.Redis, *, connect_timeout: float = 2.0) -> None:
         self.url = url
         self._redis = redis
         self._connect_timeout = connect_timeout
@@ -220,7 +222,7 @@ class RedisBroker:
                 writer.write(_command("UNSUBSCRIBE", channel))
 
     async def publish(self, channel: str, data: bytes) -> None:
-        await self._redis.publish(channel, data)  # type: ignore[attr-defined]
+        await self._redis.publish(channel, data)
 
     async def listen(self) -> AsyncIterator[Event]:
         self.start()

@@ -10,12 +10,12 @@ import asyncio
 from datetime import UTC, date, datetime
 from typing import Any
 
-from podium.boards.keys import board_id
+from podium.boards.members import board_id
 from podium.boards.ranks import Page
-from podium.periods import Period
 from podium.protocol import PageMsg, PageRow, RankMsg, SeedPage, SeedRow, encode_text
 from podium.realtime.coalesce import TopWindow
 from podium.realtime.session import Session
+from podium.validation import Period
 
 PageKey = tuple[int, int]  # (offset, limit)
 

@@ -18,10 +18,10 @@ from typing import Any
 from podium import metrics
 from podium.auth.revocation import RecentRevocations
 from podium.auth.tokens import Principal
-from podium.boards.keys import BoardKeys, board_id
+from podium.boards.members import board_id
 from podium.boards.runtime import Boards
-from podium.errors import WS_GOING_AWAY, WS_PERIOD_ENDED, WS_REVOKED, invalid
-from podium.periods import PERIODS, Period, period_start
+from podium.errors import WS_GOING_AWAY, WS_PERIOD_ENDED, WS_REVOKED
+from podium.periods import parse_period, period_start
 from podium.protocol import (
     Row,
     board_change_decoder,
@@ -40,12 +40,6 @@ log = logging.getLogger("podium.hub")
 TOP_N = 10
 
 
-def parse_period(period: str) -> Period:
-    if period not in PERIODS:
-        raise invalid("unknown period", {"period": f"one of {', '.join(PERIODS)}"})
-    return period  # type: ignore[return-value]
-
-
 class Hub:
     """This process's sockets and the boards they watch."""
 
@@ -62,7 +56,7 @@ class Hub:
         self.broker = broker
         self.limits = limits or Limits()
         self.reads: Reads = reads or BoardReads(services, boards)
-        self.keys = BoardKeys(services.settings.redis_prefix)
+        self.keys = services.keys
         self.tick_s = max(services.settings.tick_ms, 1) / 1000
         self.feeds: dict[str, Feed] = {}
         self.sessions: set[Session] = set()

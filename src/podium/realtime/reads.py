@@ -12,13 +12,12 @@ from typing import Protocol
 
 from redis.exceptions import RedisError
 
-from podium.boards.keys import BoardKeys
 from podium.boards.names import usernames
 from podium.boards.ranks import Page, ranks_of, top_page
 from podium.boards.runtime import Boards
-from podium.periods import Period
 from podium.protocol import Row
 from podium.services import Services
+from podium.validation import Period
 
 RankState = tuple[int | None, int | None, int]  # (rank, score, total)
 
@@ -45,7 +44,7 @@ class BoardReads:
     def __init__(self, services: Services, boards: Boards) -> None:
         self.services = services
         self.boards = boards
-        self.keys = BoardKeys(services.settings.redis_prefix)
+        self.keys = services.keys
 
     async def top(
         self, board: str, game: str, period: Period, start: date, limit: int

@@ -1,7 +1,12 @@
 -- apply.lua: apply committed board rows to the Redis index, atomically.
 --
--- KEYS: none (keys are built from the prefix; Podium runs on one Redis, not a cluster).
--- ARGV[1]  key prefix (e.g. "podium:")
+-- KEYS: none: a board's keys are named by its id, so the script builds them, from the
+--       layout podium/keys.py gives it (Podium runs on one Redis, not a cluster).
+-- ARGV[1]  the key layout, MessagePack-encoded (Keys.layout()): "prefix"; the fixed keys
+--          "epoch", "lock" (the rebuild lease), "rebuild_aside"; "aside", the template
+--          "{prefix}r:{gen}:" of a rebuild's boards aside; and the kinds a board key
+--          puts between a prefix and the board id: "zset", "members", "seq", "channel",
+--          and "boards" (after an aside prefix: the set of the board ids built aside)
 -- ARGV[2]  "1" to capture top-10 diffs, INCR board seqs and PUBLISH; "0" to apply quietly
 -- ARGV[3]  the events, MessagePack-encoded (one argument: packing thousands of
 --          arguments costs the client more than running the script), a list of
@@ -28,24 +33,32 @@
 -- Returns, MessagePack-encoded, {rank_before_1, rank_after_1, ...}: all-time ranks (1-based,
 -- 0 = not on the board) of each event's user around its rows.
 
-local prefix = ARGV[1]
+local k = cmsgpack.unpack(ARGV[1])
+local prefix = k.prefix
+
+-- A rebuild's aside prefix: the layout's template with the generation in it.
+local function fill(template, gen)
+  local i, j = string.find(template, '{gen}', 1, true)
+  return string.sub(template, 1, i - 1) .. gen .. string.sub(template, j + 1)
+end
+
 local publish = ARGV[2] == '1'
 local events = cmsgpack.unpack(ARGV[3])
 local loading = ARGV[4] ~= nil and ARGV[4] ~= ''
 
-local gen = redis.call('GET', prefix .. 'rebuild-lock')
+local gen = redis.call('GET', k.lock)
 if loading then
   if gen ~= ARGV[4] then return redis.error_reply('PODIUM rebuild lease lost') end
   publish = false
 end
-local aside = gen and (prefix .. 'r:' .. gen .. ':') or nil
+local aside = gen and fill(k.aside, gen) or nil
 
 local function rank_of(board, user)
   if board == '' then return 0 end
-  local cur = redis.call('HGET', prefix .. 'm:' .. board, user)
+  local cur = redis.call('HGET', prefix .. k.members .. board, user)
   local m = cur and string.match(cur, '^([^|]+)|%d+$')
   if not m then return 0 end  -- absent, a tombstone, or not ours to trust
-  local r = redis.call('ZRANK', prefix .. 'b:' .. board, m)
+  local r = redis.call('ZRANK', prefix .. k.zset .. board, m)
   if not r then return 0 end
   return r + 1
 end
@@ -56,7 +69,7 @@ local function int_text(x)
 end
 
 local function top10(board, desc)
-  local raw = redis.call('ZRANGE', prefix .. 'b:' .. board, 0, 9, 'WITHSCORES')
+  local raw = redis.call('ZRANGE', prefix .. k.zset .. board, 0, 9, 'WITHSCORES')
   local top = {}
   for j = 1, #raw, 2 do
     -- member = "reached_seq:user_id[:reached_at_ms]"
@@ -137,12 +150,12 @@ local aside_named = {}
 local function apply_aside(board, user, member, zscore, last_seq, expireat)
   if not aside_named[board] then
     aside_named[board] = true
-    redis.call('SADD', aside .. 'boards', board)
+    redis.call('SADD', aside .. k.boards, board)
   end
-  local mkey = aside .. 'm:' .. board
+  local mkey = aside .. k.members .. board
   local ok, old_member, version = admits(mkey, user, member, last_seq)
   if ok then
-    write_row(aside .. 'b:' .. board, mkey, user, old_member, with_time(old_member, member),
+    write_row(aside .. k.zset .. board, mkey, user, old_member, with_time(old_member, member),
       zscore, version, expireat)
   end
 end
@@ -167,7 +180,7 @@ for e = 1, #events do
     local board, zscore = row[1], row[3]
     local last_seq, desc, expireat = tonumber(row[4]), row[5] == '1', row[6]
     if aside then apply_aside(board, user, row[2], zscore, last_seq, expireat) end
-    local mkey = prefix .. 'm:' .. board
+    local mkey = prefix .. k.members .. board
     local ok, old_member, version = admits(mkey, user, row[2], last_seq)
     local member = with_time(old_member, row[2])
     -- A removal of a user the board does not show changes nothing anyone sees.
@@ -180,7 +193,7 @@ for e = 1, #events do
       changed_seen[board] = {}
     end
     if ok then
-      write_row(prefix .. 'b:' .. board, mkey, user, old_member, member, zscore, version,
+      write_row(prefix .. k.zset .. board, mkey, user, old_member, member, zscore, version,
         expireat)
     end
     if visible then
@@ -227,13 +240,13 @@ for _, board in ipairs(order) do
   for _, entry in ipairs(before[board]) do
     if not now[entry.user] then left[#left + 1] = entry.user end
   end
-  local seq = redis.call('INCR', prefix .. 'seq:' .. board)
-  if expire_of[board] then redis.call('EXPIREAT', prefix .. 'seq:' .. board, expire_of[board]) end
+  local seq = redis.call('INCR', prefix .. k.seq .. board)
+  if expire_of[board] then redis.call('EXPIREAT', prefix .. k.seq .. board, expire_of[board]) end
   -- Built by hand: cjson would print large integers with 14 significant digits.
   local message = '{"board":' .. cjson.encode(board) .. ',"seq":' .. int_text(seq)
     .. ',"top":[' .. table.concat(top, ',') .. ']'
     .. ',"entered":' .. json_users(entered) .. ',"left":' .. json_users(left)
     .. ',"moved":' .. json_users(moved) .. ',"changed":' .. json_users(changed[board]) .. ',"ts":' .. now_ms .. '}'
-  redis.call('PUBLISH', prefix .. 'ch:' .. board, message)
+  redis.call('PUBLISH', prefix .. k.channel .. board, message)
 end
 return cmsgpack.pack(out)

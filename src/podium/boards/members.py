@@ -1,10 +1,10 @@
-"""Board ids and their Redis keys and channels (see docs/design.md)."""
+"""Board ids, and the members and scores of a board's zset (its keys: podium/keys.py)."""
 
 from __future__ import annotations
 
 from datetime import date
 
-from podium.periods import Period
+from podium.validation import Period
 
 GLOBAL = "global"
 MEMBER_SEQ_WIDTH = 15
@@ -46,32 +46,3 @@ def to_zscore(value: int, descending: bool) -> int:
 def from_zscore(score: float, descending: bool) -> int:
     value = int(score)
     return -value if descending else value
-
-
-class BoardKeys:
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-
-    def zset(self, board: str) -> str:
-        return f"{self.prefix}b:{board}"
-
-    def members(self, board: str) -> str:
-        return f"{self.prefix}m:{board}"
-
-    def seq(self, board: str) -> str:
-        return f"{self.prefix}seq:{board}"
-
-    def channel(self, board: str) -> str:
-        return f"{self.prefix}ch:{board}"
-
-    def board_of_channel(self, channel: bytes | str) -> str:
-        text = channel.decode() if isinstance(channel, bytes) else channel
-        return text.removeprefix(f"{self.prefix}ch:")
-
-    @property
-    def epoch(self) -> str:
-        return f"{self.prefix}epoch"
-
-    @property
-    def names(self) -> str:
-        return f"{self.prefix}names"
