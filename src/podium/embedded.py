@@ -30,6 +30,12 @@ class EmbeddedError(RuntimeError):
     """An embedded server could not start; the message says why."""
 
 
+def _program(proc: subprocess.Popen[bytes]) -> str:
+    args = proc.args
+    first = args[0] if isinstance(args, (list, tuple)) else args
+    return os.fsdecode(first) if isinstance(first, (str, bytes, os.PathLike)) else str(first)
+
+
 def store_password(path: Path) -> str:
     """The password kept in `path` (0600), generated on first use, like the secret key.
 
@@ -101,12 +107,12 @@ def _wait_port(
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-            raise EmbeddedError(f"{proc.args[0]} exited with {proc.returncode}:\n{tail}")
+            raise EmbeddedError(f"{_program(proc)} exited with {proc.returncode}:\n{tail}")
         with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1) as s:
             if is_ours is None or is_ours(s):
                 return
         time.sleep(0.05)
-    raise EmbeddedError(f"{proc.args[0]} did not listen on {host}:{port} within {timeout:.0f}s")
+    raise EmbeddedError(f"{_program(proc)} did not listen on {host}:{port} within {timeout:.0f}s")
 
 
 def _stop(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float = 10.0) -> None:
@@ -524,7 +530,8 @@ class DataDirLock:
     def owner(self) -> dict[str, str] | None:
         """The URLs published by the process that holds the lock, if any."""
         try:
-            return json.loads(self.run_file.read_text())
+            owner: dict[str, str] = json.loads(self.run_file.read_text())
+            return owner
         except (OSError, ValueError):
             return None
 

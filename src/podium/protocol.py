@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, cast
 
 import msgspec
 
@@ -370,7 +370,7 @@ def decode_client(
 ) -> ClientMessage | SeedPageRequest | SeedReportRequest:
     """Decode one client frame; untagged objects are tried as the endpoint's seed shape."""
     try:
-        return client_decoder.decode(data)
+        return cast(ClientMessage, client_decoder.decode(data))
     except msgspec.ValidationError as exc:
         text = str(exc)
         if seed is None or not text.startswith(_MISSING_TAG):

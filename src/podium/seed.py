@@ -13,6 +13,7 @@ import random
 import sys
 import uuid
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import msgspec
 
@@ -78,7 +79,9 @@ class _State(msgspec.Struct, array_like=True):
     last_seq: int
 
 
-def _score_for(game: tuple, rng: random.Random) -> tuple[str, int | None, str | None, int]:
+def _score_for(
+    game: tuple[Any, ...], rng: random.Random
+) -> tuple[str, int | None, str | None, int]:
     _, _, order, _, policy, lo, hi, actions = game
     if policy == "actions":
         action = rng.choice(list(actions))
@@ -141,12 +144,12 @@ async def seed(
                     lo,
                     hi,
                 )
-                for action, points in actions.items():
+                for action_name, points in actions.items():
                     await pool.execute(
                         "INSERT INTO game_actions (game_id, action, points) VALUES ($1, $2, $3)"
                         " ON CONFLICT DO NOTHING",
                         gid,
-                        action,
+                        action_name,
                         points,
                     )
                 bar.update(task, advance=1)
@@ -230,7 +233,7 @@ async def seed(
                 )
                 for period in PERIODS:
                     start = period_start(period, day)
-                    key = (gid, period, start, uid)
+                    key: tuple[str, str, date, int] = (gid, period, start, uid)
                     st = states.get(key)
                     old = st.value if st else None
                     new = next_value(op, descending, old, value_in)
@@ -404,7 +407,7 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("seed", help="load fake users, games and months of scores (bulk)")
     p.add_argument("--users", type=int, default=1000)
     p.add_argument("--games", type=int, default=10, help="how many of the 10 sample games")

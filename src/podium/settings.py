@@ -6,6 +6,7 @@ import ipaddress
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -115,7 +116,7 @@ def load_settings(environ: dict[str, str] | None = None, dotenv: Path | None = N
         value = env.get(name)
         return value if value not in (None, "") else None
 
-    kwargs: dict[str, object] = {}
+    kwargs: dict[str, Any] = {}
     for name, field in (("REDIS_URL", "redis_url"), ("DATABASE_URL", "database_url")):
         if (value := get(name)) is not None:
             kwargs[field] = value

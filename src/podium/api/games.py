@@ -6,8 +6,9 @@ clients) and need its action points; the HMAC key never appears in a response.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import msgspec
 from starlette.requests import Request
@@ -86,7 +87,20 @@ def _check_rules(min_score: int | None, max_score: int | None) -> None:
         raise invalid("game is invalid", {"max_score": "must be >= min_score"})
 
 
-async def _store(call):  # type: ignore[no-untyped-def]
+class Action(msgspec.Struct):
+    action: str
+    points: int
+
+
+class ActionList(msgspec.Struct):
+    game: str
+    actions: list[Action]
+
+
+T = TypeVar("T")
+
+
+async def _store(call: Awaitable[T]) -> T:
     try:
         return await call
     except Exception as exc:
@@ -222,7 +236,7 @@ async def put_action(request: Request) -> Response:
 @spec(
     summary="The actions of a game and their points",
     tag="games",
-    response=shape("ActionList", game=str, actions=list[shape("Action", action=str, points=int)]),
+    response=ActionList,
     path=GAME,
     auth=True,
     errors=(404, 503),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -18,9 +19,9 @@ async def healthz(request: Request) -> Response:
     return JSON({"status": "ok"})
 
 
-async def _check(coro: object, timeout: float = 2.0) -> str | None:
+async def _check(coro: Awaitable[object], timeout: float = 2.0) -> str | None:
     try:
-        await asyncio.wait_for(coro, timeout)  # type: ignore[arg-type]
+        await asyncio.wait_for(coro, timeout)
     except Exception as exc:  # any failure means "not ready", never a 500
         return type(exc).__name__
     return None

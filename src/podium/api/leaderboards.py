@@ -72,12 +72,12 @@ def _boards(request: Request) -> Boards:
 
 async def _target_user(request: Request, principal: Principal, params: Mapping[str, Param]) -> int:
     """The user a path names: an existing user's id, or `me` for the caller."""
-    raw = read_path(request, params)["user_id"]
+    raw: int | str = read_path(request, params)["user_id"]
     if raw == "me":
         if principal.user_id is None:
             raise invalid("a service credential has no 'me'", {"user_id": "give an id"})
         return principal.user_id
-    if not await _user_exists(_services(request), raw):
+    if not isinstance(raw, int) or not await _user_exists(_services(request), raw):
         raise not_found("no such user")
     return raw
 

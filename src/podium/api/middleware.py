@@ -27,7 +27,7 @@ def route_template(scope: Scope) -> str:
     if route is None or isinstance(route, Mount):
         return "unmatched"
     path: str = route.path
-    mount = scope.get("root_path", "")[len(scope.get("app_root_path", "")) :]
+    mount: str = scope.get("root_path", "")[len(scope.get("app_root_path", "")) :]
     return mount + path
 
 

@@ -52,7 +52,8 @@ from podium.protocol import (
     Unsubscribed,
 )
 from podium.realtime.direct import EXTENSION as DIRECT
-from podium.realtime.hub import Feed, Hub, PageKey
+from podium.realtime.feeds import Feed, PageKey
+from podium.realtime.hub import Hub
 from podium.realtime.session import Session, error_of
 from podium.store.db import is_unavailable
 from podium.validation import (

@@ -92,7 +92,7 @@ async def _revoked_in_db(services: Services, family: str, user_id: int) -> tuple
 
 async def require_principal(conn: HTTPConnection) -> Principal:
     """The authenticated caller of a request, or 401."""
-    cached = conn.scope.get("podium.principal")
+    cached: Principal | None = conn.scope.get("podium.principal")
     if cached is not None:
         return cached
     token = bearer_token(conn)

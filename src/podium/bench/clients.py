@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from websockets.asyncio.client import connect
@@ -162,7 +163,12 @@ async def http_writer(
 
 
 async def floor_writer(
-    ws_url: str, next_score: ScoreFn, log: WriteLog, until: float, pace: float, payload: dict
+    ws_url: str,
+    next_score: ScoreFn,
+    log: WriteLog,
+    until: float,
+    pace: float,
+    payload: dict[str, Any],
 ) -> None:
     """Publish to the floor server: the same payload shape as a Podium diff."""
     async with connect(f"{ws_url}/publish", compression=None) as ws:

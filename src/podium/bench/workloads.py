@@ -249,12 +249,13 @@ async def reads(env: Env, opt: Options) -> dict[str, Any]:
     server = env.servers[0]
     import httpx
 
+    assert env.admin is not None, "the reads workload signs in as the bench admin"
     async with httpx.AsyncClient(base_url=server.url + "/api/v1") as http:
-        r = await http.get("/games", headers=env.admin.headers)  # type: ignore[union-attr]
+        r = await http.get("/games", headers=env.admin.headers)
         game = r.json()["games"][0]["id"]
         r = await http.get(
             f"/leaderboards/{game}", params={"limit": 1, "offset": 5}, headers=env.admin.headers
-        )  # type: ignore[union-attr]
+        )
         page = r.json()
     async with httpx.AsyncClient(base_url=server.url + "/api/v1") as http:
         reader = await login(http, page["entries"][0]["username"], "podium-seed-password")

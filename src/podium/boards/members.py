@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
+from podium.periods import parse_period
 from podium.validation import Period
 
 GLOBAL = "global"
@@ -18,7 +19,7 @@ def board_id(game: str, period: Period, start: date) -> str:
 
 def parse_board_id(board: str) -> tuple[str, Period, date]:
     game, period, start = board.split(":")
-    return game, period, date.fromisoformat(start)  # type: ignore[return-value]
+    return game, parse_period(period), date.fromisoformat(start)
 
 
 def member(reached_seq: int, user_id: int, reached_at_ms: int | None = None) -> str:

@@ -36,7 +36,7 @@ async def usernames(services: Services, user_ids: Iterable[int]) -> dict[int, st
         if raw is None:
             missing.append(uid)
         else:
-            names[uid] = raw.decode()
+            names[uid] = raw.decode() if isinstance(raw, bytes) else raw
     if missing:
         try:
             rows = await services.pool.fetch(

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache, lru_cache
 from importlib import resources
+from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
@@ -32,7 +33,7 @@ def layout(prefix: str) -> bytes:
     return msgspec.msgpack.encode(Keys(prefix).layout())
 
 
-class BoardRow(tuple):
+class BoardRow(tuple[Any, ...]):
     """One board row for apply.lua: (board, member, zscore, last_seq, desc, expireat).
 
     `member` "" removes the user from the board.
@@ -80,7 +81,7 @@ def set_row(
     )
 
 
-class ApplyEvent(tuple):
+class ApplyEvent(tuple[Any, ...]):
     """(all_board, user_id, rows): the rows one event changed, in order."""
 
     __slots__ = ()

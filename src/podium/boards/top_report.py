@@ -116,7 +116,8 @@ async def _fetch(
                     "SELECT set_config('statement_timeout', $1, true)", f"{timeout_ms}ms"
                 )
                 try:
-                    return await conn.fetch(query, *args)
+                    rows: list[asyncpg.Record] = await conn.fetch(query, *args)
+                    return rows
                 except asyncpg.QueryCanceledError:
                     raise unavailable(
                         f"the report took over {timeout_ms} ms; ask for a shorter range",

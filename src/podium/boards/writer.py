@@ -19,7 +19,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -313,7 +313,7 @@ class Writer:
             await self._store_ranks(taken)
 
     async def _commit(self, writes: Sequence[Write]) -> list[asyncpg.Record]:
-        starts: list[dict[str, date]] = [starts_for(w.created_at) for w in writes]  # type: ignore[misc]
+        starts = [starts_for(w.created_at) for w in writes]
         args = (
             [w.event_id for w in writes],
             [w.user_id for w in writes],
@@ -348,7 +348,7 @@ class Writer:
         try:
             # One statement outside an explicit transaction is its own transaction:
             # it has committed when the result arrives (one round trip).
-            records = await conn.fetch(_APPLY_SQL, *args)
+            records: list[Any] = await conn.fetch(_APPLY_SQL, *args)
         finally:
             await self._release(conn)
         return records

@@ -320,9 +320,9 @@ class RedisBroker:
                     while not self._queue.empty():
                         self._queue.get_nowait()
                     self._queue.put_nowait(RESYNC)
-                self._queue.put_nowait((reply[1].decode(), reply[2]))  # type: ignore[union-attr]
+                self._queue.put_nowait((reply[1].decode(), reply[2]))
             elif kind == b"subscribe":
-                channel = reply[1].decode()  # type: ignore[union-attr]
+                channel = reply[1].decode()
                 for done in self._pending.pop(channel, []):
                     if not done.done():
                         done.set_result(None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from podium.boards.runtime import Boards
 from podium.realtime.broker import RedisBroker
 from podium.realtime.hub import Hub
-from podium.realtime.session import Limits
+from podium.realtime.session_core import Limits
 from podium.services import Services
 
 

@@ -105,7 +105,7 @@ async def create_pool(
 def migration_files() -> list[tuple[str, str]]:
     """(version, sql) pairs in the order they apply."""
     folder = resources.files("podium.store") / "migrations"
-    files = sorted(p for p in folder.iterdir() if p.name.endswith(".sql"))
+    files = sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
     return [(p.name.removesuffix(".sql"), p.read_text()) for p in files]
 
 
