@@ -78,7 +78,9 @@ Score = Annotated[int, msgspec.Meta(ge=-MAX_ABS_SCORE, le=MAX_ABS_SCORE)]
 # e.g. Annotated[str, msgspec.Meta(pattern=TEXT_PATTERN, min_length=1, max_length=100)].
 # A game's name: printable text with at least one visible character (it is shown trimmed).
 _PRINTABLE = r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
-NAME_PATTERN = rf"^{_PRINTABLE}*[^\s\x00-\x1f\x7f]{_PRINTABLE}*$"
+# Spaces spelled out: Python's `\s` and the ECMA one of the OpenAPI document differ (NEL).
+_SPACES = r"\x09-\x0d\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+NAME_PATTERN = rf"^{_PRINTABLE}*[^{_SPACES}\x00-\x1f\x7f]{_PRINTABLE}*$"
 GameName = Annotated[
     str,
     msgspec.Meta(
