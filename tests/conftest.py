@@ -168,6 +168,17 @@ async def running_app(settings: Settings) -> AsyncIterator[RunningApp]:
         await app.stop()
 
 
+@contextlib.asynccontextmanager
+async def app_with(stores: Stores, **overrides: object) -> AsyncIterator[RunningApp]:
+    """An extra app on the shared stores with some settings changed; its state dropped after."""
+    settings = make_settings(stores, **overrides)
+    try:
+        async with running_app(settings) as app:
+            yield app
+    finally:
+        await drop_test_state(settings)
+
+
 @pytest.fixture
 def settings(stores: Stores) -> Settings:
     return make_settings(stores)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import asyncpg
 import bcrypt
@@ -26,22 +25,11 @@ from tests.conftest import (
     Account,
     RunningApp,
     Stores,
-    drop_test_state,
+    app_with,
     make_settings,
     register_and_login,
     running_app,
 )
-
-
-@contextlib.asynccontextmanager
-async def app_with(stores: Stores, **overrides: object) -> AsyncIterator[RunningApp]:
-    """An extra app on the shared stores with some settings changed; its state dropped after."""
-    settings = make_settings(stores, **overrides)
-    try:
-        async with running_app(settings) as app:
-            yield app
-    finally:
-        await drop_test_state(settings)
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -397,50 +397,43 @@ class Load:
         return False
 
     async def _my_score(self, i: int, game: str, account: Account, view: dict[str, Any]) -> None:
-        n = i
-        while True:
-            server = self.server(n)
-            n += 1
-            try:
-                async with connect(
-                    f"{server.ws_url}/ws/v1/my-score?game={game}",
-                    additional_headers=account.headers,
-                    open_timeout=15,
-                    compression=None,
-                ) as ws:
-                    async for raw in ws:
-                        msg = json.loads(raw)
-                        if msg.get("type") == "rank":
-                            self.seen.pushes += 1
-                            view.update(rank=msg["rank"], score=msg["score"], total=msg["total"])
-                        await self._notify()
-                self.seen.closes[ws.close_code] += 1  # the server closed cleanly
-            except ConnectionClosed as exc:
-                self.seen.closes[exc.rcvd.code if exc.rcvd else 1006] += 1
-            except InvalidStatus as exc:
-                self.seen.handshake_refusals[exc.response.status_code] += 1
-            except (OSError, InvalidHandshake, TimeoutError):
-                self.seen.transport_errors += 1
-            await self._notify()
-            await asyncio.sleep(self.pace)
+        def apply(msg: dict[str, Any]) -> None:
+            if msg.get("type") == "rank":
+                self.seen.pushes += 1
+                view.update(rank=msg["rank"], score=msg["score"], total=msg["total"])
+
+        await self._watch(i, f"/ws/v1/my-score?game={game}", account.headers, apply)
 
     async def _scores(self, i: int, game: str, page: dict[str, Any]) -> None:
+        def apply(msg: dict[str, Any]) -> None:
+            if msg.get("type") == "page":
+                self.seen.pushes += 1
+                page["entries"] = [(e["user_id"], e["score"]) for e in msg["entries"]]
+
+        await self._watch(i, f"/ws/v1/scores?game={game}&limit=10", self.watcher.headers, apply)
+
+    async def _watch(
+        self,
+        i: int,
+        target: str,
+        headers: dict[str, str],
+        apply: Callable[[dict[str, Any]], None],
+    ) -> None:
+        """Keep one socket open on `target`, moving to the next instance after every
+        close, handing each message to `apply`; count how each connection ended."""
         n = i
         while True:
             server = self.server(n)
             n += 1
             try:
                 async with connect(
-                    f"{server.ws_url}/ws/v1/scores?game={game}&limit=10",
-                    additional_headers=self.watcher.headers,
+                    f"{server.ws_url}{target}",
+                    additional_headers=headers,
                     open_timeout=15,
                     compression=None,
                 ) as ws:
                     async for raw in ws:
-                        msg = json.loads(raw)
-                        if msg.get("type") == "page":
-                            self.seen.pushes += 1
-                            page["entries"] = [(e["user_id"], e["score"]) for e in msg["entries"]]
+                        apply(json.loads(raw))
                         await self._notify()
                 self.seen.closes[ws.close_code] += 1  # the server closed cleanly
             except ConnectionClosed as exc:

@@ -26,24 +26,15 @@ from tests.conftest import (
     Account,
     RunningApp,
     Stores,
+    app_with,
     drop_test_state,
     make_admin,
     make_settings,
     register_and_login,
     running_app,
 )
-from tests.test_deploy import replica
+from tests.test_deploy import pipe, replica
 from tests.ws_helpers import closed_with, open_ws, recv, send
-
-
-@contextlib.asynccontextmanager
-async def app_with(stores: Stores, **overrides: object) -> AsyncIterator[RunningApp]:
-    settings = make_settings(stores, **overrides)
-    try:
-        async with running_app(settings) as app:
-            yield app
-    finally:
-        await drop_test_state(settings)
 
 
 @contextlib.asynccontextmanager
@@ -120,20 +111,11 @@ class AppendingProxy:
             head = await reader.readuntil(b"\r\n\r\n")
             head = head[:-2] + f"X-Forwarded-For: {peer}\r\n\r\n".encode()
             up_writer.write(head)
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         finally:
             for w in (writer, up_writer):
                 w.close()
             self._tasks.discard(task)
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError, OSError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
 
 
 async def _registrations(base: str, address: str, count: int) -> list[int]:
