@@ -29,6 +29,7 @@ class FakeReads:
     def __init__(self) -> None:
         self.rows: dict[str, list[tuple[int, int]]] = {}
         self.calls: list[tuple[Any, ...]] = []
+        self.failing_pages = 0  # page reads that fail (a store outage) before one works
 
     async def top(
         self, board: str, game: str, period: Period, start: date, limit: int
@@ -41,6 +42,9 @@ class FakeReads:
 
     async def page(self, game: str, period: Period, start: date, offset: int, limit: int) -> Page:
         self.calls.append(("page", game, offset, limit))
+        if self.failing_pages:
+            self.failing_pages -= 1
+            raise OSError("the store is away")
         return Page(game, period, start, 0, [Entry(1, 1, "n1", 9, None)], None)
 
     async def ranks(self, board: str, user_ids: list[int]) -> dict[int, RankState]:
@@ -149,6 +153,23 @@ async def test_one_read_per_distinct_page_per_tick() -> None:
     await hub.refreshed()
     assert hub.page_reads == 4
     assert [len(s.out) for s in sessions] == [2, 1, 1]
+
+
+async def test_a_failed_page_read_is_retried_without_another_change() -> None:
+    hub, _, reads = make_hub()
+    hub.refresh_retry_s = 0  # the retry delay is a second in production
+    feed = await hub.acquire("g", "all")
+    watcher = FakeSession()
+    hub.watch_page(feed, watcher, (0, 10), "typed")  # type: ignore[arg-type]
+    reads.failing_pages = 1
+    hub.deliver(change(hub, feed.board, 6, (1, 9)))
+    await hub.tick()
+    await hub.refreshed()
+    assert watcher.out == []  # the store was away: nothing to push yet
+    await hub.tick()  # no new change arrives; the failed read alone brings it back
+    await hub.refreshed()
+    assert [c for c in reads.calls if c[0] == "page"] == [("page", "g", 0, 10)] * 2
+    assert len(watcher.out) == 1
 
 
 async def test_unwatching_the_last_page_watcher_forgets_the_page() -> None:

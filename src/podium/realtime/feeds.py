@@ -50,6 +50,8 @@ class Feed:
         # Publish time of the oldest change waiting for the next push (pub/sub lag).
         self.published_ms = 0
         self.refresh_due = False
+        # After a failed page/rank re-read (a store outage): not before this monotonic time.
+        self.refresh_after = 0.0
         self.reload_due = False
         # The broker generation this feed's read is good for (0: not subscribed yet).
         self.generation = 0

@@ -35,6 +35,8 @@ from podium.realtime.session import Session
 from podium.realtime.session_core import Limits
 from podium.services import Services
 
+# How long a page or rank re-read that failed waits before the next try.
+REFRESH_RETRY_S = 1.0
 log = logging.getLogger("podium.hub")
 
 TOP_N = 10
@@ -58,6 +60,7 @@ class Hub:
         self.reads: Reads = reads or BoardReads(services, boards)
         self.keys = services.keys
         self.tick_s = max(services.settings.tick_ms, 1) / 1000
+        self.refresh_retry_s = REFRESH_RETRY_S
         self.feeds: dict[str, Feed] = {}
         self.sessions: set[Session] = set()
         self.by_user: dict[int, set[Session]] = {}
@@ -326,7 +329,8 @@ class Hub:
         if dirty:
             await self._push_tops(dirty)
         if self._refresh is None or self._refresh.done():
-            due = [f for f in self.feeds.values() if f.refresh_due]
+            now = time.monotonic()
+            due = [f for f in self.feeds.values() if f.refresh_due and now >= f.refresh_after]
             if due:
                 for feed in due:
                     feed.refresh_due = False
@@ -406,16 +410,22 @@ class Hub:
                 feed.published_ms = 0
 
     async def _refresh_reads(self, feeds: list[Feed]) -> None:
-        jobs = []
+        jobs, owners = [], []
         for feed in feeds:
             for key, watch in list(feed.pages.items()):
                 jobs.append(self._refresh_page(feed, key, watch))
+                owners.append(feed)
             if feed.mine:
                 jobs.append(self._refresh_ranks(feed))
+                owners.append(feed)
         results = await asyncio.gather(*jobs, return_exceptions=True)
-        for result in results:
+        for feed, result in zip(owners, results, strict=True):
             if isinstance(result, Exception):
+                # Retried (once a second while the store is away): with no further change
+                # to the board, nothing else would ever re-read it and the page stays stale.
                 log.warning("live refresh failed", extra={"error": repr(result)})
+                feed.refresh_due = True
+                feed.refresh_after = time.monotonic() + self.refresh_retry_s
 
     async def _refresh_page(self, feed: Feed, key: PageKey, watch: PageWatch) -> None:
         self.page_reads += 1
