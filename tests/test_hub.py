@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 
+from podium.auth.denylist import Denylist
 from podium.auth.tokens import Principal
 from podium.boards.ranks import Entry, Page
 from podium.clock import Clock
@@ -83,9 +84,10 @@ class FakeSession:
 
 def make_hub() -> tuple[Hub, LocalBroker, FakeReads]:
     services = SimpleNamespace(
-        settings=SimpleNamespace(redis_prefix=PREFIX, tick_ms=1000),
+        settings=SimpleNamespace(redis_prefix=PREFIX, tick_ms=1000, access_token_ttl=900),
         keys=Keys(PREFIX),
         clock=Clock(),
+        denylist=Denylist(Keys(PREFIX), 1000),
     )
     broker, reads = LocalBroker(), FakeReads()
     # The boards are only reached through `reads`, which the test hands in.

@@ -6,6 +6,8 @@ import asyncpg
 import redis.asyncio as aioredis
 from starlette.requests import HTTPConnection
 
+from podium.auth.denylist import Denylist
+from podium.auth.ratelimit import RateCounters
 from podium.auth.tokens import TokenIssuer
 from podium.clock import Clock
 from podium.keys import Keys
@@ -27,6 +29,13 @@ class Services:
             settings.jwt_audience,
             settings.access_token_ttl,
             settings.refresh_token_ttl,
+        )
+        # Fed by the realtime hub (the revocations channel); until then, or whenever
+        # the channel is lost, the guards ask Redis.
+        self.denylist = Denylist(self.keys, settings.denylist_size)
+        # Started and stopped with Boards (the write path counts here).
+        self.rates = RateCounters(
+            redis, settings.rate_limit_keys, max(1, settings.rate_limit_sync_ms) / 1000
         )
 
 

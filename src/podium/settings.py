@@ -51,6 +51,13 @@ class Settings(msgspec.Struct, kw_only=True):
     registrations_per_minute: int = 30
     writes_per_second_per_user: int = 50
     writes_per_second_per_ip: int = 500
+    # Write and report limits count in process and reconcile with Redis every
+    # `rate_limit_sync_ms` (auth/ratelimit.py); at most `rate_limit_keys` counters
+    # are kept here, past that a counter goes to Redis on every hit.
+    rate_limit_sync_ms: int = 50
+    rate_limit_keys: int = 100_000
+    # Denials kept in process (auth/denylist.py); past that, token checks ask Redis.
+    denylist_size: int = 100_000
     # Reports (boards/top_report.py): their cost bounds.
     reports_per_minute_per_user: int = 30
     reports_per_minute_per_ip: int = 120
@@ -97,6 +104,9 @@ _INT_FIELDS = {
     "REGISTRATIONS_PER_MINUTE": "registrations_per_minute",
     "WRITES_PER_SECOND_PER_USER": "writes_per_second_per_user",
     "WRITES_PER_SECOND_PER_IP": "writes_per_second_per_ip",
+    "RATE_LIMIT_SYNC_MS": "rate_limit_sync_ms",
+    "RATE_LIMIT_KEYS": "rate_limit_keys",
+    "DENYLIST_SIZE": "denylist_size",
     "REPORTS_PER_MINUTE_PER_USER": "reports_per_minute_per_user",
     "REPORTS_PER_MINUTE_PER_IP": "reports_per_minute_per_ip",
     "REPORT_CONCURRENCY": "report_concurrency",

@@ -19,6 +19,7 @@ from podium.api.podium import podium_of
 from podium.api.responses import JSON, read_json
 from podium.api.spec import spec
 from podium.auth import ratelimit, revocation
+from podium.auth.denylist import JTI_SUBJECT
 from podium.auth.guards import require_user
 from podium.auth.passwords import hash_password, verify_password
 from podium.auth.tokens import TokenError
@@ -273,6 +274,9 @@ async def throttle(services: Services, bucket: str, who: str, per_minute: int) -
 
 async def deny_family(services: Services, family: str) -> None:
     """Every access token of the family stops working now, on every instance."""
+    # Here first: this instance refuses the family before it answers; the others
+    # hear it on the revocations channel.
+    services.denylist.add(family, revocation.deny_ttl(services.tokens.access_ttl))
     await revocation.deny_family(services.redis, services.keys, family, services.tokens.access_ttl)
 
 
@@ -291,6 +295,7 @@ async def logout(request: Request) -> Response:
         with contextlib.suppress(ValueError):
             await users.revoke_family(services.pool, uuid.UUID(principal.family))
     ttl = max(1, principal.exp - int(time.time()))
+    services.denylist.add(JTI_SUBJECT + principal.jti, ttl)
     try:
         await services.redis.set(services.keys.deny_jti(principal.jti), "1", ex=ttl)
         if principal.family:

@@ -53,6 +53,20 @@ async def authenticate_token(services: Services, token: str) -> Principal:
     claims = services.tokens.decode(token)
     principal = services.tokens.principal(claims)
     assert principal.user_id is not None
+    verdict = services.denylist.check(principal.jti, principal.family, principal.user_id)
+    if verdict is None:
+        verdict = await _revoked_in_redis(services, principal)
+    revoked, voided = verdict
+    if voided:
+        raise TokenError("this account is voided", voided=True)
+    if revoked:
+        raise TokenError("token revoked")
+    return principal
+
+
+async def _revoked_in_redis(services: Services, principal: Principal) -> tuple[bool, bool]:
+    """(revoked, voided) from the deny keys, or PostgreSQL while Redis is down."""
+    assert principal.user_id is not None
     keys = services.keys
     try:
         marks = await services.redis.mget(
@@ -66,11 +80,7 @@ async def authenticate_token(services: Services, token: str) -> Principal:
         # Redis down must not lock everyone out: logout, refresh-token reuse and voids
         # also revoke in PostgreSQL, which answers for the denylist meanwhile.
         revoked, voided = await _revoked_in_db(services, principal.family, principal.user_id)
-    if voided:
-        raise TokenError("this account is voided", voided=True)
-    if revoked:
-        raise TokenError("token revoked")
-    return principal
+    return revoked, voided
 
 
 async def _revoked_in_db(services: Services, family: str, user_id: int) -> tuple[bool, bool]:

@@ -1,11 +1,25 @@
-"""Fixed-window rate limits counted in Redis, shared by every instance."""
+"""Fixed-window rate limits shared by every instance.
+
+`hit`/`enforce` count in Redis on every hit (login and registration: rare, exact);
+`RateCounters` counts in process and reconciles with Redis per tick (the write path).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from podium.errors import rate_limited
 from podium.keys import Keys
+
+log = logging.getLogger("podium.ratelimit")
 
 
 async def hit(redis: aioredis.Redis, key: str, limit: int, window: int) -> int:
@@ -43,3 +57,148 @@ async def enforce(
     retry = await hit(redis, keys.rate(bucket, who), limit, window)
     if retry:
         raise rate_limited(retry)
+
+
+class _Count:
+    """One (bucket, who) counter for one window: what Redis said, and what it owes."""
+
+    __slots__ = ("key", "pending", "seconds", "seen", "window")
+
+    def __init__(self, key: str, window: int, seconds: int) -> None:
+        self.key = key  # the Redis key, window index included
+        self.window = window  # the window's index: start time // seconds
+        self.seconds = seconds
+        self.seen = 0  # the cluster-wide count Redis returned at the last sync
+        self.pending = 0  # hits here not yet added in Redis
+
+
+class RateCounters:
+    """Fixed-window limits counted in process, reconciled with Redis every `sync_s`.
+
+    A hit costs no I/O: it is counted here, and every `sync_s` one pipelined round
+    trip adds each counter's new hits in Redis (INCRBY + EXPIRE) and learns the
+    cluster-wide count back. Windows are aligned to the clock (`key:<index>`), so every
+    instance counts the same window. One instance alone is exact; N instances admit
+    at most what the others counted in the last `sync_s` on top of the limit.
+
+    Bounded: at most `max_keys` counters live here (a window's counters go at its
+    end); a new counter past that is counted in Redis on the hit, as `hit_many` does.
+    With Redis down, each instance keeps enforcing on its own count.
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        max_keys: int,
+        sync_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._redis = redis
+        self._max_keys = max(1, max_keys)
+        self._sync_s = sync_s
+        self._clock = clock
+        self._counts: dict[str, _Count] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.syncs = 0
+        self.sync_errors = 0
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    async def hit_many(self, counters: list[tuple[str, int, int]]) -> int:
+        """Count one hit on each (key, limit, window seconds); 0 or the longest wait.
+
+        Raises RedisError/OSError only for a counter that did not fit here.
+        """
+        self.start()
+        now = self._clock()
+        wait = 0
+        spill: list[tuple[str, int, int]] = []
+        for key, limit, window in counters:
+            index = int(now // window)
+            count = self._counts.get(key)
+            if count is None or count.window != index:
+                if count is None and len(self._counts) >= self._max_keys:
+                    spill.append((key, limit, window))
+                    continue
+                count = _Count(f"{key}:{index}", index, window)
+                self._counts[key] = count
+            count.pending += 1
+            if count.seen + count.pending > limit:
+                wait = max(wait, _until_next(now, index, window))
+        if spill:
+            wait = max(wait, await self._hit_in_redis(now, spill))
+        return wait
+
+    async def _hit_in_redis(self, now: float, counters: list[tuple[str, int, int]]) -> int:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key, _, window in counters:
+                name = f"{key}:{int(now // window)}"
+                pipe.incr(name)
+                pipe.expire(name, window + 1)
+            results = await pipe.execute()
+        wait = 0
+        for i, (_, limit, window) in enumerate(counters):
+            if results[2 * i] > limit:
+                wait = max(wait, _until_next(now, int(now // window), window))
+        return wait
+
+    def start(self) -> None:
+        """Start syncing (idempotent; the first hit starts it too)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="podium-rate-sync")
+
+    async def stop(self) -> None:
+        """Stop syncing, after a last sync of what is owed."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            with contextlib.suppress(RedisError, OSError):
+                await self.sync()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._sync_s)
+            try:
+                await self.sync()
+            except (RedisError, OSError) as exc:
+                # Kept owed: the next sync adds it, if its window still runs.
+                self.sync_errors += 1
+                log.warning("rate counters not synced: redis unavailable: %r", exc)
+
+    async def sync(self) -> None:
+        """One round trip: add what each counter owes, learn the cluster-wide counts."""
+        now = self._clock()
+        owed: list[tuple[_Count, int]] = []
+        for key, count in list(self._counts.items()):
+            if count.window < int(now // count.seconds):
+                del self._counts[key]  # its window is over, whatever it still owed
+            elif count.pending:
+                owed.append((count, count.pending))
+        if not owed:
+            return
+        for count, n in owed:
+            count.pending -= n
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for count, n in owed:
+                    pipe.incrby(count.key, n)
+                    # A second past the window's end: clocks of instances differ a little.
+                    pipe.expire(count.key, count.seconds + 1)
+                results = await pipe.execute()
+        except BaseException:
+            for count, n in owed:
+                count.pending += n
+            raise
+        self.syncs += 1
+        for i, (count, _) in enumerate(owed):
+            # The total includes this instance's hits just added; those made during
+            # the round trip stay owed.
+            count.seen = max(count.seen, int(results[2 * i]))
+
+
+def _until_next(now: float, index: int, window: int) -> int:
+    """Whole seconds until the window after `index` starts (at least 1)."""
+    return max(1, math.ceil((index + 1) * window - now))

@@ -13,6 +13,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from podium.auth.denylist import USER_SUBJECT
 from podium.errors import unavailable
 from podium.keys import Keys
 from podium.services import Services
@@ -45,10 +46,12 @@ async def void_identity(services: Services, user_id: int) -> None:
     """
     await users.revoke_user(services.pool, user_id)
     keys = services.keys
+    ttl = deny_ttl(services.tokens.access_ttl)
+    # Here first: this instance refuses the user's tokens before it answers, even if
+    # Redis fails next; the others hear it on the channel.
+    services.denylist.add(f"{USER_SUBJECT}{user_id}", ttl)
     try:
-        await services.redis.set(
-            keys.deny_user(user_id), "1", ex=deny_ttl(services.tokens.access_ttl)
-        )
+        await services.redis.set(keys.deny_user(user_id), "1", ex=ttl)
         await announce(services.redis, keys, f"user:{user_id}")
     except RedisError:
         raise unavailable("the user is voided, but not yet signed out everywhere; retry") from None

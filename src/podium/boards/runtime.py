@@ -23,6 +23,7 @@ class Boards:
 
     def __init__(self, services: Services) -> None:
         settings = services.settings
+        self.services = services
         self.games = GameCache(services.pool)
         self.scripts = Scripts(services.redis, settings.redis_prefix)
         self.index = BoardIndex(
@@ -37,10 +38,12 @@ class Boards:
         """Check (or rebuild) the Redis index, then open the writer."""
         await self.index.start()
         self.writer.start()
+        self.services.rates.start()
 
     async def stop(self) -> None:
         """Drain the writer first: its last batches still apply to the index."""
         try:
             await self.writer.stop()
         finally:
+            await self.services.rates.stop()
             await self.index.stop()

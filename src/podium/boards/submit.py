@@ -23,7 +23,6 @@ import msgspec
 import redis.exceptions
 
 from podium import metrics
-from podium.auth import ratelimit
 from podium.auth.tokens import Principal
 from podium.boards.model import Game
 from podium.boards.runtime import Boards
@@ -122,11 +121,13 @@ def _check_signature(
 async def enforce_limits(services: Services, counters: list[tuple[str, int, int]]) -> None:
     """Count one hit on each (key, limit, window); 429 with Retry-After when over any.
 
-    Fails open when Redis cannot count: Redis down must not stop durable writes (SPEC
-    §10), and the other bounds of a request still hold.
+    Counted in process (auth/ratelimit.RateCounters: no I/O per hit, reconciled with
+    Redis per tick). A counter past the local table's bound is counted in Redis on
+    the hit, and fails open when Redis cannot count: Redis down must not stop durable
+    writes (SPEC §10), and the other bounds of a request still hold.
     """
     try:
-        wait = await ratelimit.hit_many(services.redis, counters)
+        wait = await services.rates.hit_many(counters)
     except (redis.exceptions.RedisError, OSError) as exc:
         log.warning("rate limit skipped: redis unavailable: %r", exc)
         return

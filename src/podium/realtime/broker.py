@@ -16,7 +16,7 @@ import contextlib
 import logging
 import random
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 from urllib.parse import unquote, urlparse
 
@@ -40,6 +40,11 @@ class Broker(Protocol):
     generation: int
     """How many times the broker connected: RESYNC means "re-read what you loaded
     before the current generation"."""
+    on_lost: Callable[[], None] | None
+    """Called at once (not through the queue) when messages may go unheard: the
+    connection dropped, or a backlog was dropped."""
+    on_synced: Callable[[], None] | None
+    """Called at once when every subscription is confirmed again (as RESYNC is queued)."""
 
     async def subscribe(self, channel: str) -> bool:
         """Count one local subscriber; the first one subscribes the channel.
@@ -85,6 +90,8 @@ class LocalBroker:
         self._channels = _Counts()
         self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
         self.generation = 1
+        self.on_lost: Callable[[], None] | None = None
+        self.on_synced: Callable[[], None] | None = None
         self._queue.put_nowait(RESYNC)
 
     async def subscribe(self, channel: str) -> bool:
@@ -107,7 +114,11 @@ class LocalBroker:
             # Like Redis dropping a subscriber that falls behind: lose, then resync.
             self._drain()
             self.generation += 1
+            if self.on_lost is not None:
+                self.on_lost()
             self._queue.put_nowait(RESYNC)
+            if self.on_synced is not None:
+                self.on_synced()
 
     def _drain(self) -> None:
         while not self._queue.empty():
@@ -180,6 +191,8 @@ class RedisBroker:
         self._closed = False
         self.connected = asyncio.Event()
         self.generation = 0
+        self.on_lost: Callable[[], None] | None = None
+        self.on_synced: Callable[[], None] | None = None
         self.reconnects = 0
 
     @property
@@ -261,7 +274,17 @@ class RedisBroker:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+            self._lost()
         self.connected.clear()
+
+    def _lost(self) -> None:
+        if self.on_lost is not None:
+            self.on_lost()
+
+    def _resynced(self) -> None:
+        self._queue.put_nowait(RESYNC)
+        if self.on_synced is not None:
+            self.on_synced()
 
     async def _run(self) -> None:
         delay = 0.05
@@ -289,7 +312,7 @@ class RedisBroker:
                 log.info("pubsub reconnected", extra={"channels": len(channels)})
             first = False
             if not self._owed:
-                self._queue.put_nowait(RESYNC)
+                self._resynced()
             try:
                 await self._read_loop(reader, writer)
             except (OSError, ConnectionError, TimeoutError, asyncio.IncompleteReadError) as exc:
@@ -319,7 +342,8 @@ class RedisBroker:
                     # The consumer stalled: drop the backlog and let it re-read instead.
                     while not self._queue.empty():
                         self._queue.get_nowait()
-                    self._queue.put_nowait(RESYNC)
+                    self._lost()
+                    self._resynced()
                 self._queue.put_nowait((reply[1].decode(), reply[2]))
             elif kind == b"subscribe":
                 channel = reply[1].decode()
@@ -329,4 +353,4 @@ class RedisBroker:
                 if self._owed:
                     self._owed.discard(channel)
                     if not self._owed:
-                        self._queue.put_nowait(RESYNC)
+                        self._resynced()

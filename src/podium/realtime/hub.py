@@ -16,7 +16,8 @@ import time
 from typing import Any
 
 from podium import metrics
-from podium.auth.revocation import RecentRevocations
+from podium.auth.denylist import Denylist
+from podium.auth.revocation import RecentRevocations, deny_ttl
 from podium.auth.tokens import Principal
 from podium.boards.members import board_id
 from podium.boards.runtime import Boards
@@ -68,6 +69,14 @@ class Hub:
         # (`user:<id>`, `service:<name>`), as announced on the revocations channel.
         self.by_family: dict[str, set[Session]] = {}
         self.recent_revocations = RecentRevocations()
+        # The in-process denylist the guards read (auth/denylist.py): fed here from
+        # the revocations channel, reloaded from Redis after every (re)subscription.
+        self.denylist: Denylist = services.denylist
+        self._deny_ttl = deny_ttl(services.settings.access_token_ttl)
+        self._denials_subscribed = False
+        self._channel_up = False
+        self._denials_task: asyncio.Task[None] | None = None
+        self._denials_retry_at = 0.0
         self._resync_generation = 0
         self._day = services.clock.today()
         self._tasks: list[asyncio.Task[None]] = []
@@ -81,7 +90,17 @@ class Hub:
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.broker.subscribe(self.services.keys.revocations)
+        # Hooks, not queued events: the denylist must stop trusting itself the moment
+        # the channel drops, not when the listener gets to it.
+        self.broker.on_lost = self._channel_lost
+        self.broker.on_synced = self._channel_synced
+        confirmed = await self.broker.subscribe(self.services.keys.revocations)
+        # From here on a resubscription includes the revocations channel; before it,
+        # a reload could finish before the channel is heard.
+        self._denials_subscribed = True
+        if confirmed:
+            self._channel_up = True
+            self._reload_denials()
         self._tasks = [
             asyncio.create_task(self._listen(), name="podium-hub-listen"),
             asyncio.create_task(self._ticker(), name="podium-hub-tick"),
@@ -94,7 +113,8 @@ class Hub:
             await asyncio.wait(
                 [asyncio.create_task(s.close(WS_GOING_AWAY)) for s in sessions], timeout=5
             )
-        for task in [*self._tasks, self._refresh]:
+        self.broker.on_lost = self.broker.on_synced = None
+        for task in [*self._tasks, self._refresh, self._denials_task]:
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -131,9 +151,47 @@ class Hub:
 
     def revoke(self, subject: str) -> None:
         """Close the sockets of a revoked family, user or service credential."""
+        self.denylist.add(subject, self._deny_ttl)
         self.recent_revocations.add(subject, time.monotonic())
         for session in list(self.by_family.get(subject, ())):
             session.close_soon(WS_REVOKED)
+
+    def _channel_lost(self) -> None:
+        self._channel_up = False
+        self.denylist.lost()
+
+    def _channel_synced(self) -> None:
+        self._channel_up = True
+        self._reload_denials()
+
+    def _reload_denials(self) -> None:
+        """Every subscription is confirmed: reload the deny keys, then trust the copy."""
+        if not self._denials_subscribed:
+            return
+        if self._denials_task is not None:
+            self._denials_task.cancel()
+        self._denials_task = asyncio.create_task(self._load_denials(), name="podium-denials")
+
+    async def _load_denials(self) -> None:
+        try:
+            await self.denylist.resync(self.services.redis)
+        except Exception as exc:  # RedisError, OSError: the guards keep asking Redis
+            log.warning("denylist not reloaded", extra={"error": type(exc).__name__})
+        if not self.denylist.trusted:
+            # Redis failed or the table is full: the tick tries again a little later.
+            self._denials_retry_at = time.monotonic() + self.refresh_retry_s
+
+    def _retry_denials(self) -> None:
+        # Only while the channel is up: a reload while it is down would trust a copy
+        # that misses what is announced meanwhile (a loss voids a running reload).
+        if (
+            self.denylist.trusted
+            or not self._channel_up
+            or (self._denials_task is not None and not self._denials_task.done())
+            or time.monotonic() < self._denials_retry_at
+        ):
+            return
+        self._reload_denials()
 
     # -- watching boards ---------------------------------------------------------------
 
@@ -316,6 +374,7 @@ class Hub:
     async def tick(self) -> None:
         self.ticks += 1
         self._check_rollover()
+        self._retry_denials()
         generation = self._resync_generation
         for feed in self.feeds.values():
             # Loaded before the broker's latest (re)connection: changes may have been
