@@ -62,11 +62,10 @@ async def enforce(
 class _Count:
     """One (bucket, who) counter for one window: what Redis said, and what it owes."""
 
-    __slots__ = ("key", "pending", "seconds", "seen", "window")
+    __slots__ = ("ends", "pending", "seconds", "seen")
 
-    def __init__(self, key: str, window: int, seconds: int) -> None:
-        self.key = key  # the Redis key, window index included
-        self.window = window  # the window's index: start time // seconds
+    def __init__(self, ends: float, seconds: int) -> None:
+        self.ends = ends  # when the window ends (Redis's TTL once synced)
         self.seconds = seconds
         self.seen = 0  # the cluster-wide count Redis returned at the last sync
         self.pending = 0  # hits here not yet added in Redis
@@ -76,13 +75,13 @@ class RateCounters:
     """Fixed-window limits counted in process, reconciled with Redis every `sync_s`.
 
     A hit costs no I/O: it is counted here, and every `sync_s` one pipelined round
-    trip adds each counter's new hits in Redis (INCRBY + EXPIRE) and learns the
-    cluster-wide count back. Windows are aligned to the clock (`key:<index>`), so every
-    instance counts the same window. One instance alone is exact; N instances admit
-    at most what the others counted in the last `sync_s` on top of the limit.
+    trip adds each counter's new hits in Redis (INCRBY, EXPIRE NX, PTTL: the keys and
+    windows of `hit`) and learns the cluster-wide count and the window's end back. One
+    instance alone is exact; N instances admit at most what the others counted in the
+    last `sync_s` on top of the limit.
 
-    Bounded: at most `max_keys` counters live here (a window's counters go at its
-    end); a new counter past that is counted in Redis on the hit, as `hit_many` does.
+    Bounded: at most `max_keys` counters live here (a counter goes when its window
+    ends); a new counter past that is counted in Redis on the hit, as `hit_many` does.
     With Redis down, each instance keeps enforcing on its own count.
     """
 
@@ -91,7 +90,7 @@ class RateCounters:
         redis: aioredis.Redis,
         max_keys: int,
         sync_s: float,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._redis = redis
         self._max_keys = max(1, max_keys)
@@ -115,32 +114,19 @@ class RateCounters:
         wait = 0
         spill: list[tuple[str, int, int]] = []
         for key, limit, window in counters:
-            index = int(now // window)
             count = self._counts.get(key)
-            if count is None or count.window != index:
+            if count is None or count.ends <= now:
                 if count is None and len(self._counts) >= self._max_keys:
                     spill.append((key, limit, window))
                     continue
-                count = _Count(f"{key}:{index}", index, window)
+                # The window starts with its first hit, here or (once synced) anywhere.
+                count = _Count(now + window, window)
                 self._counts[key] = count
             count.pending += 1
             if count.seen + count.pending > limit:
-                wait = max(wait, _until_next(now, index, window))
+                wait = max(wait, max(1, math.ceil(count.ends - now)))
         if spill:
-            wait = max(wait, await self._hit_in_redis(now, spill))
-        return wait
-
-    async def _hit_in_redis(self, now: float, counters: list[tuple[str, int, int]]) -> int:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key, _, window in counters:
-                name = f"{key}:{int(now // window)}"
-                pipe.incr(name)
-                pipe.expire(name, window + 1)
-            results = await pipe.execute()
-        wait = 0
-        for i, (_, limit, window) in enumerate(counters):
-            if results[2 * i] > limit:
-                wait = max(wait, _until_next(now, int(now // window), window))
+            wait = max(wait, await hit_many(self._redis, spill))
         return wait
 
     def start(self) -> None:
@@ -171,34 +157,33 @@ class RateCounters:
     async def sync(self) -> None:
         """One round trip: add what each counter owes, learn the cluster-wide counts."""
         now = self._clock()
-        owed: list[tuple[_Count, int]] = []
+        owed: list[tuple[str, _Count, int]] = []
         for key, count in list(self._counts.items()):
-            if count.window < int(now // count.seconds):
+            if count.ends <= now:
                 del self._counts[key]  # its window is over, whatever it still owed
             elif count.pending:
-                owed.append((count, count.pending))
+                owed.append((key, count, count.pending))
         if not owed:
             return
-        for count, n in owed:
+        for _, count, n in owed:
             count.pending -= n
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                for count, n in owed:
-                    pipe.incrby(count.key, n)
-                    # A second past the window's end: clocks of instances differ a little.
-                    pipe.expire(count.key, count.seconds + 1)
+                for key, count, n in owed:
+                    pipe.incrby(key, n)
+                    pipe.expire(key, count.seconds, nx=True)
+                    pipe.pttl(key)
                 results = await pipe.execute()
         except BaseException:
-            for count, n in owed:
+            for _, count, n in owed:
                 count.pending += n
             raise
         self.syncs += 1
-        for i, (count, _) in enumerate(owed):
+        for i, (_, count, _) in enumerate(owed):
             # The total includes this instance's hits just added; those made during
             # the round trip stay owed.
-            count.seen = max(count.seen, int(results[2 * i]))
-
-
-def _until_next(now: float, index: int, window: int) -> int:
-    """Whole seconds until the window after `index` starts (at least 1)."""
-    return max(1, math.ceil((index + 1) * window - now))
+            count.seen = max(count.seen, int(results[3 * i]))
+            ttl_ms = results[3 * i + 2]
+            if ttl_ms and ttl_ms > 0:
+                # Redis's window is the shared one (another instance may have opened it).
+                count.ends = now + ttl_ms / 1000
