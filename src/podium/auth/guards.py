@@ -50,8 +50,7 @@ async def authenticate_token(services: Services, token: str) -> Principal:
             games=tuple(row["games"]),
             credential=f"service:{row['name']}",
         )
-    claims = services.tokens.decode(token)
-    principal = services.tokens.principal(claims)
+    principal = services.tokens.access_principal(token)
     assert principal.user_id is not None
     verdict = services.denylist.check(principal.jti, principal.family, principal.user_id)
     if verdict is None:
