@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import re
+import secrets
 import time
-import uuid
+from typing import Any
 
-from starlette.datastructures import Headers, MutableHeaders
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -46,6 +48,40 @@ SECURITY_HEADERS = {
 }
 
 
+# As they go on the wire, built once: a response that set one of them keeps its own.
+_SECURITY_RAW = [(name.encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]
+
+# A request id the client sent is kept when it is short and plain (it goes into the
+# logs and back into a header); otherwise ours: a per-process random prefix and a
+# counter, unique without a call to the OS random source per request.
+_REQUEST_ID_OK = re.compile(rb"[A-Za-z0-9._-]{1,64}")
+_ID_PREFIX = secrets.token_hex(4)
+_next_id = itertools.count(1).__next__
+
+
+def _request_id(scope: Scope) -> str:
+    value: bytes
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            if _REQUEST_ID_OK.fullmatch(value):
+                return value.decode("ascii")
+            break
+    return f"{_ID_PREFIX}{_next_id():08x}"
+
+
+# One metric child per (method, route template, status): a bounded set (known
+# methods, route templates, statuses), looked up once instead of per request.
+_REQUEST_COUNTERS: dict[tuple[str, str, int], Any] = {}
+
+
+def _count_request(method: str, route: str, status: int) -> None:
+    key = (method, route, status)
+    counter = _REQUEST_COUNTERS.get(key)
+    if counter is None:
+        counter = _REQUEST_COUNTERS[key] = HTTP_REQUESTS.labels(method, route, str(status))
+    counter.inc()
+
+
 # No detail, ever: the log line (with the request id) holds the traceback.
 INTERNAL_ERROR_BODY = (
     b'{"error":{"code":"internal","message":"internal server error","details":null}}'
@@ -60,7 +96,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = Headers(scope=scope).get("x-request-id") or uuid.uuid4().hex[:16]
+        request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         start = time.perf_counter()
         status = 0
@@ -69,10 +105,13 @@ class SecurityHeaders:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = MutableHeaders(scope=message)
-                for name, value in SECURITY_HEADERS.items():
-                    headers.setdefault(name, value)
-                headers["x-request-id"] = request_id
+                raw = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in raw}
+                if b"x-request-id" in present:
+                    raw = [pair for pair in raw if pair[0].lower() != b"x-request-id"]
+                raw += [pair for pair in _SECURITY_RAW if pair[0] not in present]
+                raw.append((b"x-request-id", request_id.encode("ascii")))
+                message["headers"] = raw
             await send(message)
 
         try:
@@ -98,14 +137,15 @@ class SecurityHeaders:
             await send_wrapper({"type": "http.response.body", "body": INTERNAL_ERROR_BODY})
         finally:
             method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
-            HTTP_REQUESTS.labels(method, route_template(scope), str(status or 500)).inc()
-            log.info(
-                "request",
-                extra={
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "ms": round((time.perf_counter() - start) * 1000, 2),
-                },
-            )
+            _count_request(method, route_template(scope), status or 500)
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "request",
+                    extra={
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "ms": round((time.perf_counter() - start) * 1000, 2),
+                    },
+                )
