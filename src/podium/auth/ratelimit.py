@@ -150,9 +150,15 @@ class RateCounters:
             try:
                 await self.sync()
             except (RedisError, OSError) as exc:
-                # Kept owed: the next sync adds it, if its window still runs.
+                # Kept owed: the next sync adds it, if its window still runs. Said once
+                # per outage, not 20 times a second.
+                if not self.sync_errors:
+                    log.warning("rate counters not synced: redis unavailable: %r", exc)
                 self.sync_errors += 1
-                log.warning("rate counters not synced: redis unavailable: %r", exc)
+            else:
+                if self.sync_errors:
+                    log.info("rate counters synced again", extra={"failed": self.sync_errors})
+                self.sync_errors = 0
 
     async def sync(self) -> None:
         """One round trip: add what each counter owes, learn the cluster-wide counts."""
