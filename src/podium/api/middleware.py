@@ -10,6 +10,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from podium import instance
 from podium.metrics import HTTP_REQUESTS
 
 log = logging.getLogger("podium.http")
@@ -73,6 +74,8 @@ class SecurityHeaders:
                 for name, value in SECURITY_HEADERS.items():
                     headers.setdefault(name, value)
                 headers["x-request-id"] = request_id
+                # Which process answered: several serve one port under --workers.
+                headers.append(instance.HEADER, instance.current.id)
             await send(message)
 
         try:
