@@ -96,7 +96,8 @@ async def test_internal_error_is_500_without_detail(
 async def test_healthz_and_readyz_when_all_is_up(server: RunningApp) -> None:
     async with httpx.AsyncClient(base_url=server.url) as http:
         r = await http.get("/healthz")
-        assert r.status_code == 200 and r.json() == {"status": "ok"}
+        assert r.status_code == 200 and r.json()["status"] == "ok"
+        assert r.json()["instance"] == r.headers["x-podium-instance"]
         r = await http.get("/readyz")
         assert r.status_code == 200
         assert r.json() == {"status": "ready", "checks": {"redis": "ok", "postgres": "ok"}}

@@ -43,6 +43,9 @@ LAYERS: dict[str, int] = {
     "podium.clock": GROUND,
     "podium.periods": GROUND,
     "podium.cli_common": TRANSPORT,
+    "podium.serving": TRANSPORT,
+    "podium.workers": TRANSPORT,
+    "podium.instance": GROUND,
 }
 
 

@@ -147,16 +147,17 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     )
 
 
-async def open_services(settings: Settings) -> Services:
-    """Connect to PostgreSQL (migrating it) and Redis."""
+async def open_services(settings: Settings, *, migrated: bool = False) -> Services:
+    """Connect to PostgreSQL (migrating it, unless `migrated`) and Redis."""
     assert settings.database_url and settings.redis_url, "store URLs must be resolved first"
     pool = await create_pool(settings.database_url, schema=settings.db_schema)
-    try:
-        async with pool.acquire() as conn:
-            await migrate(conn, settings.db_schema)
-    except BaseException:
-        await pool.close()
-        raise
+    if not migrated:
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn, settings.db_schema)
+        except BaseException:
+            await pool.close()
+            raise
     # A bounded pool that waits for a free connection: the default pool raises
     # "Too many connections" under a burst, and a failed apply marks the index stale.
     redis_pool = aioredis.BlockingConnectionPool.from_url(
@@ -180,13 +181,16 @@ async def close_services(services: Services) -> None:
         await services.pool.close()
 
 
-def create_app(settings: Settings, services: Services | None = None) -> Starlette:
-    """The ASGI app. Without `services`, the lifespan opens them from `settings`."""
+def create_app(
+    settings: Settings, services: Services | None = None, *, migrated: bool = False
+) -> Starlette:
+    """The ASGI app. Without `services`, the lifespan opens them from `settings`
+    (`migrated`: the schema is already current, as a `serve --workers` parent made it)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         own = services is None
-        svc = services if services is not None else await open_services(settings)
+        svc = services if services is not None else await open_services(settings, migrated=migrated)
         started: list[Part] = []
         try:
             boards = Boards(svc)

@@ -13,9 +13,15 @@ import msgspec
 
 from podium import seed
 from podium.bench import command as bench
-from podium.cli_common import CliError, resolved
+from podium.cli_common import CliError, migrate_now, resolved
 from podium.embedded import EmbeddedError
-from podium.settings import Settings, SettingsError, ensure_secret_key, load_settings
+from podium.settings import (
+    Settings,
+    SettingsError,
+    ensure_secret_key,
+    load_settings,
+    parse_workers,
+)
 
 log = logging.getLogger("podium")
 
@@ -31,28 +37,21 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             "--proxy-headers without PODIUM_TRUSTED_PROXIES: no proxy is trusted, "
             "X-Forwarded-For is ignored"
         )
+    workers = parse_workers(args.workers) if args.workers is not None else settings.workers
     with resolved(settings, "serve") as ready:
+        if workers > 1:
+            from podium.workers import serve_workers
+
+            # Once here, not in each worker: N workers would race N migrations.
+            migrate_now(ready)
+            return serve_workers(ready, workers, proxy_headers=args.proxy_headers)
         # Imported once the data dir is ours: a second `serve` is refused at once.
         import uvicorn
 
         from podium.app import create_app
-        from podium.realtime.direct import PodiumWebSocketProtocol
+        from podium.serving import uvicorn_config
 
-        config = uvicorn.Config(
-            create_app(ready),
-            host=ready.host,
-            port=ready.port,
-            log_config=None,
-            ws=PodiumWebSocketProtocol,
-            ws_per_message_deflate=ready.ws_compression,
-            ws_max_size=64 * 1024,
-            timeout_graceful_shutdown=5,
-            lifespan="on",
-            proxy_headers=args.proxy_headers,
-            # Never uvicorn's FORWARDED_ALLOW_IPS: only the proxies named in our settings
-            # (an empty list trusts none), and "*" is refused by the settings.
-            forwarded_allow_ips=list(ready.trusted_proxies),
-        )
+        config = uvicorn_config(create_app(ready), ready, proxy_headers=args.proxy_headers)
         server = uvicorn.Server(config)
         log.info("serving", extra={"url": f"http://{ready.host}:{ready.port}"})
         server.run()
@@ -60,19 +59,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from podium.store.db import create_pool, migrate
-
-    async def run(s: Settings) -> list[str]:
-        assert s.database_url
-        pool = await create_pool(s.database_url, schema=s.db_schema, min_size=1, max_size=1)
-        try:
-            async with pool.acquire() as conn:
-                return await migrate(conn, s.db_schema)
-        finally:
-            await pool.close()
-
     with resolved(msgspec.structs.replace(settings, redis_url="unused"), "migrate") as ready:
-        applied = asyncio.run(run(ready))
+        applied = migrate_now(ready)
     print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
     return 0
 
@@ -219,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="take the client address from X-Forwarded-For, but only from the proxies "
         "listed in PODIUM_TRUSTED_PROXIES",
+    )
+    serve.add_argument(
+        "--workers",
+        metavar="N",
+        help="server processes on the port (SO_REUSEPORT), or 'auto' for one per CPU this "
+        "process may use (default 1, or PODIUM_WORKERS)",
     )
     serve.set_defaults(func=cmd_serve)
 

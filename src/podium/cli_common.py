@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 
@@ -32,3 +33,21 @@ def resolved(settings: Settings, role: str, *, start_redis: bool = True) -> Iter
             redis_url=settings.redis_url or urls.get("redis_url"),
             database_url=settings.database_url or urls.get("database_url"),
         )
+
+
+def migrate_now(settings: Settings) -> list[str]:
+    """Apply the pending migrations to settings.database_url; the versions applied."""
+    from podium.store.db import create_pool, migrate
+
+    async def run() -> list[str]:
+        assert settings.database_url
+        pool = await create_pool(
+            settings.database_url, schema=settings.db_schema, min_size=1, max_size=1
+        )
+        try:
+            async with pool.acquire() as conn:
+                return await migrate(conn, settings.db_schema)
+        finally:
+            await pool.close()
+
+    return asyncio.run(run())

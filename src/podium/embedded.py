@@ -68,7 +68,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _child_setup(death_signal: int, uid: int | None, gid: int | None) -> Callable[[], None]:
+def child_setup(death_signal: int, uid: int | None, gid: int | None) -> Callable[[], None]:
+    """A `preexec_fn`: own process group, `death_signal` when this process dies, and
+    the given user and group if any."""
     parent = os.getpid()
 
     def setup() -> None:
@@ -197,7 +199,7 @@ class EmbeddedValkey:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_child_setup(signal.SIGTERM, None, None),
+            preexec_fn=child_setup(signal.SIGTERM, None, None),
         )
 
     def wait(self, timeout: float = 15.0) -> None:
@@ -319,7 +321,7 @@ class EmbeddedPostgres:
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
-            preexec_fn=_child_setup(signal.SIGTERM, uid, gid),
+            preexec_fn=child_setup(signal.SIGTERM, uid, gid),
             timeout=120,
         )
         if result.returncode != 0:
@@ -356,7 +358,7 @@ class EmbeddedPostgres:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
-                preexec_fn=_child_setup(signal.SIGINT, uid, gid),
+                preexec_fn=child_setup(signal.SIGINT, uid, gid),
             )
         _wait_port("127.0.0.1", self.port, self.proc, timeout, log)
         self._wait_ready(timeout)

@@ -13,6 +13,8 @@ import msgspec
 from podium.validation import is_schema_name
 
 MIN_SECRET_BYTES = 32
+# Each worker holds up to 20 PostgreSQL connections (store/db.py) and 64 Redis ones.
+MAX_WORKERS = 64
 
 
 class SettingsError(RuntimeError):
@@ -69,6 +71,8 @@ class Settings(msgspec.Struct, kw_only=True):
     ws_max_subscriptions: int = 20
     ws_compression: bool = False
     log_level: str = "info"
+    # `serve --workers N`: processes serving one port (SO_REUSEPORT); 1 is a single process.
+    workers: int = 1
 
     @property
     def production(self) -> bool:
@@ -162,6 +166,8 @@ def load_settings(environ: dict[str, str] | None = None, dotenv: Path | None = N
         kwargs["log_level"] = value.lower()
     if (value := get("PODIUM_WS_COMPRESSION")) is not None:
         kwargs["ws_compression"] = value.lower() in ("1", "true", "yes", "on")
+    if (value := get("PODIUM_WORKERS")) is not None:
+        kwargs["workers"] = parse_workers(value, "PODIUM_WORKERS")
     for name, field in _INT_FIELDS.items():
         raw = get(f"PODIUM_{name}") or (get(name) if name.endswith("TTL") else None)
         if raw is None:
@@ -171,6 +177,23 @@ def load_settings(environ: dict[str, str] | None = None, dotenv: Path | None = N
         except ValueError:
             raise SettingsError(f"PODIUM_{name} must be an integer, not {raw!r}") from None
     return Settings(**kwargs)
+
+
+def parse_workers(raw: str, name: str = "--workers") -> int:
+    """A worker count: a number from 1 to MAX_WORKERS, or `auto` for the CPUs this
+    process may run on (its affinity, not the machine's count: a container or
+    `taskset` limits it)."""
+    if raw.strip().lower() == "auto":
+        return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
+    try:
+        count = int(raw)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_WORKERS:
+        raise SettingsError(
+            f"{name} must be 'auto' or a number from 1 to {MAX_WORKERS}, not {raw!r}"
+        )
+    return count
 
 
 def _addresses(name: str, raw: str) -> tuple[str, ...]:

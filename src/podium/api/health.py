@@ -9,14 +9,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from podium import instance
 from podium.api.podium import podium_of
 from podium.api.responses import JSON
 from podium.api.spec import shape, spec
 
 
-@spec(summary="Liveness: the process answers", tag="ops", response=shape("Health", status=str))
+@spec(
+    summary="Liveness: the process answers, and which one it is",
+    tag="ops",
+    response=shape("Health", status=str, instance=str, pid=int, worker=int | None),
+    description="`instance` is also in every response's `x-podium-instance` header;"
+    " `worker` is this process's index under `podium serve --workers N`, else null.",
+)
 async def healthz(request: Request) -> Response:
-    return JSON({"status": "ok"})
+    me = instance.current
+    return JSON({"status": "ok", "instance": me.id, "pid": me.pid, "worker": me.worker})
 
 
 async def _check(coro: Awaitable[object], timeout: float = 2.0) -> str | None:

@@ -12,6 +12,7 @@ from typing import Any
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from podium import instance
 from podium.metrics import HTTP_REQUESTS
 
 log = logging.getLogger("podium.http")
@@ -111,6 +112,8 @@ class SecurityHeaders:
                     raw = [pair for pair in raw if pair[0].lower() != b"x-request-id"]
                 raw += [pair for pair in _SECURITY_RAW if pair[0] not in present]
                 raw.append((b"x-request-id", request_id.encode("ascii")))
+                # Which process answered: several serve one port under --workers.
+                raw.append(instance.current.header)
                 message["headers"] = raw
             await send(message)
 

@@ -17,7 +17,7 @@ from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from podium import metrics
+from podium import instance, metrics
 from podium.api.podium import podium_of
 from podium.api.responses import error_response
 from podium.api.ws_channels import AddScore, Channel, MyScore, Reports, Scoreboard, Scores
@@ -132,7 +132,7 @@ class Endpoint:
         endpoint = ""
         try:
             subprotocol = "bearer" if offered_bearer_subprotocol(ws) else None
-            await ws.accept(subprotocol=subprotocol)
+            await ws.accept(subprotocol=subprotocol, headers=[instance.current.header])
             uid = principal.user_id
             if uid is not None and hub.sockets_of(uid) >= hub.limits.max_sockets_per_user:
                 await session.close(WS_TOO_MANY_SOCKETS)

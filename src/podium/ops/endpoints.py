@@ -23,7 +23,9 @@ from podium.ops.docs import docs_page, docs_static
     media_type="text/plain",
     errors=(404,),
     description="Prometheus text exposition format. Scrape each instance directly, from an"
-    " address in PODIUM_METRICS_ALLOW or with the PODIUM_METRICS_TOKEN bearer; others get 404.",
+    " address in PODIUM_METRICS_ALLOW or with the PODIUM_METRICS_TOKEN bearer; others get 404."
+    " Under `serve --workers N` each worker counts its own and a scrape reaches one of them"
+    " (named by the x-podium-instance header).",
 )
 async def metrics_endpoint(request: Request) -> Response:
     require_metrics_access(request)
