@@ -9,6 +9,7 @@ import sys
 import textwrap
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import msgspec
@@ -26,7 +27,19 @@ from podium.client import (
 )
 from podium.store import users
 from tests.boards_helpers import create_game
-from tests.conftest import TEST_PASSWORD, Account, RunningApp, Stores, app_with, make_admin
+from tests.conftest import (
+    TEST_PASSWORD,
+    Account,
+    RunningApp,
+    Stores,
+    app_with,
+    drop_test_state,
+    make_admin,
+    make_settings,
+    register_and_login,
+    running_app,
+)
+from tests.test_cli import apodium, clean_env, schema_env
 
 FAST = Backoff(base=0.05, cap=0.5)
 
@@ -333,3 +346,56 @@ async def test_service_credential_writes_for_players(
         assert (out.user_id, out.score) == (player.id, 300)
         with pytest.raises(AuthError):
             await AsyncClient(server.url, service_token="psk_" + "A" * 43).games()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+GAME_SERVER = ROOT / "examples" / "game_server.py"
+
+
+def test_the_game_server_script_is_the_one_in_the_readme() -> None:
+    script = GAME_SERVER.read_text()
+    code = [line for line in script.splitlines() if line.strip()]
+    assert len([line for line in code if not line.lstrip().startswith(('"""', "#"))]) <= 15
+    assert f"```python\n{script}```" in (ROOT / "README.md").read_text()
+
+
+async def test_the_game_server_script(stores: Stores, tmp_path: Path) -> None:
+    """The README's script, run as is, with a credential from `podium service-token`."""
+    async with schema_env(stores, tmp_path) as (schema, env):
+        settings = make_settings(stores, db_schema=schema)
+        try:
+            async with (
+                running_app(settings) as server,
+                httpx.AsyncClient(base_url=server.url + "/api/v1") as http,
+            ):
+                game = await new_game(server, http)
+                a, b = await register_and_login(http), await register_and_login(http)
+                code, out, err = await apodium(
+                    "service-token", "--name", "arena", "--games", game, env=env, cwd=tmp_path
+                )
+                assert code == 0, err
+                script_env = clean_env(
+                    PODIUM_URL=server.url,
+                    PODIUM_SERVICE_TOKEN=out.strip(),
+                    GAME=game,
+                    PLAYER_A=str(a.id),
+                    PLAYER_B=str(b.id),
+                )
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    str(GAME_SERVER),
+                    env=script_env,
+                    cwd=tmp_path,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                )
+                async with asyncio.timeout(60):
+                    stdout, stderr = await proc.communicate()
+        finally:
+            await drop_test_state(settings)
+    assert proc.returncode == 0, stderr.decode()
+    lines = stdout.decode().splitlines()
+    assert lines[0] == "snapshot []"
+    assert all(line.startswith("diff ") for line in lines[1:]) and lines[1:]
+    shown = " ".join(lines[1:])
+    assert f"('{a.username}', 1, 1200)" in shown and f"('{b.username}', 2, 900)" in shown
