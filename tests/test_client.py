@@ -251,23 +251,24 @@ async def test_reconnect_after_a_restart_resumes_with_since(
         await board.aclose()
 
 
-async def test_token_expiry_on_a_socket_refreshes_and_reconnects(
-    stores: Stores,
-) -> None:
+async def test_an_open_socket_gets_a_fresh_token_before_expiry(stores: Stores) -> None:
     async with app_with(stores, access_token_ttl=2) as server:
         async with httpx.AsyncClient(base_url=server.url + "/api/v1") as http:
             game = await new_game(server, http)
-        podium, _me = await player_client(server)
+        podium, me = await player_client(server)
         async with podium, podium.scoreboard(game) as board:
             async with asyncio.timeout(20):
                 await anext(board)
-                token = podium.access_token
-                score = 0
-                while board.link.connects < 2:  # closed 4001 at expiry, then back
-                    score += 1  # a better score each time: each one changes the board
-                    await podium.submit(game, score)
-                    await anext(board)
-            assert podium.access_token != token
+                tokens = {podium.access_token}
+                reading = asyncio.create_task(anext(board))
+                while len(tokens) < 3:  # renewed twice: past the first token's expiry
+                    await asyncio.sleep(0.05)
+                    tokens.add(podium.access_token)
+                await podium.submit(game, 5)
+                update = await reading
+            # Still the first socket: it was handed each new token, never closed 4001.
+            assert update.kind == "diff" and update.entries[0].user_id == me
+            assert board.link.connects == 1
 
 
 async def test_logout_ends_the_iterator_with_4003(

@@ -14,7 +14,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from podium.client import AsyncClient, Backoff, ProtocolError, SubscriptionClosed, Unavailable
+from podium.client import (
+    ApiError,
+    AsyncClient,
+    Backoff,
+    ProtocolError,
+    SubscriptionClosed,
+    Unavailable,
+    live,
+)
 
 FAST = Backoff(base=0.02, cap=0.1)
 SCORE_OUT = {
@@ -100,9 +108,9 @@ async def test_a_retry_after_too_long_is_not_waited_for() -> None:
     ]
     async with scripted_http(replies) as (url, _):
         async with AsyncClient(url, service_token="psk_x", backoff=FAST) as podium:
-            with pytest.raises(Exception) as raised:
+            with pytest.raises(ApiError) as raised:
                 await podium.games()
-    assert getattr(raised.value, "status", None) == 429
+    assert raised.value.status == 429
 
 
 async def test_503_forever_ends_in_unavailable() -> None:
@@ -235,3 +243,44 @@ async def test_a_gap_resyncs_with_since_and_a_drop_resumes() -> None:
     assert [(r.user_id, r.rank) for r in updates[1].entries] == [(2, 1), (1, 2)]
     assert [(r.user_id, r.score) for r in updates[3].entries] == [(2, 100), (3, 99)]
     assert "since=4" in seen[1] and "since=8" in seen[2] and "since" not in seen[0]
+
+
+class Tokens:
+    """The client's side of credentials: numbered tokens, renewed on demand."""
+
+    def __init__(self) -> None:
+        self.current = "token-1"
+        self.renewed: list[str] = []
+
+    async def token(self) -> str:
+        return self.current
+
+    async def renew(self, used: str) -> None:
+        self.renewed.append(used)
+        self.current = f"token-{len(self.renewed) + 1}"
+
+    def can_renew(self) -> bool:
+        return True
+
+
+async def test_4001_renews_the_token_then_reconnects() -> None:
+    seen: list[str | None] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        assert ws.request is not None
+        seen.append(ws.request.headers.get("Authorization"))
+        if len(seen) == 1:
+            await ws.send(snapshot(1))
+            await ws.close(4001, "token expired")
+        else:
+            await ws.send(snapshot(2, row(1, 1, 5)))
+            await ws.wait_closed()
+
+    tokens = Tokens()
+    async with scripted_ws(handler) as url:
+        link = live.Link(tokens, "ws" + url.removeprefix("http"), FAST, 5)
+        async with live.scoreboard(link, "chess", "all") as board, asyncio.timeout(10):
+            assert (await anext(board)).seq == 1
+            assert (await anext(board)).seq == 2
+    assert tokens.renewed == ["token-1"]
+    assert seen == ["Bearer token-1", "Bearer token-2"]

@@ -14,6 +14,8 @@ protocol ends it with ProtocolError.
 from __future__ import annotations
 
 import asyncio
+import base64
+import time
 from collections.abc import AsyncGenerator, Callable
 from typing import Any, Generic, Literal, Protocol, TypeVar
 from urllib.parse import urlencode
@@ -26,6 +28,7 @@ from podium.client.backoff import Backoff
 from podium.client.errors import ApiError, ProtocolError, SubscriptionClosed, Unavailable
 from podium.errors import CLOSE_CODES, WS_PERIOD_ENDED, WS_TOKEN_EXPIRED
 from podium.protocol import (
+    Auth,
     Diff,
     Error,
     PageMsg,
@@ -34,6 +37,7 @@ from podium.protocol import (
     ServerMessage,
     Snapshot,
     Synced,
+    encode_text,
 )
 
 __all__ = ["BoardUpdate", "Link", "PageMsg", "RankMsg", "Row", "Subscription"]
@@ -222,21 +226,32 @@ def scores(link: Link, game: str, period: str, offset: int, limit: int) -> Subsc
 async def _run(link: Link, channel: _Channel[T]) -> AsyncGenerator[T, None]:
     while True:
         ws, token = await _open(link, channel.path, channel.params())
+        renew_at = refresh_time(token)
         code: int | None = None
         try:
             while code is None:
                 try:
-                    raw = await ws.recv()
+                    wait = None if renew_at is None else max(0.0, renew_at - time.time())
+                    raw = await asyncio.wait_for(ws.recv(), wait)
+                except TimeoutError:
+                    # The token is about to expire: hand the socket a fresh one rather
+                    # than be closed with 4001 and reconnect (recv is cancellation-safe).
+                    await link.creds.renew(token)
+                    token = await link.creds.token()
+                    renew_at = refresh_time(token)
+                    await ws.send(encode_text(Auth(token=token)))
+                    continue
                 except ConnectionClosed as exc:
                     code = exc.rcvd.code if exc.rcvd is not None else 1006
                     if code not in RECONNECT:
-                        raise SubscriptionClosed(
-                            code, exc.rcvd.reason if exc.rcvd else ""
-                        ) from None
+                        reason = exc.rcvd.reason if exc.rcvd else ""
+                        raise SubscriptionClosed(code, reason) from None
                     break
                 message = _decode(raw, channel.path)
                 link.failures = 0
                 if isinstance(message, Error):
+                    if message.code in ("unauthorized", "forbidden"):
+                        continue  # our `auth` was refused: the old token stands until 4001
                     raise ApiError(0, message.code, message.message, message.details)
                 out = channel.take(message)
                 if isinstance(out, _Resync):
@@ -251,6 +266,19 @@ async def _run(link: Link, channel: _Channel[T]) -> AsyncGenerator[T, None]:
         if code == WS_TOKEN_EXPIRED.code:
             await link.creds.renew(token)
         await link.pause(f"closed {code}")
+
+
+def refresh_time(token: str) -> float | None:
+    """When to renew an access token on an open socket: a quarter of its life (at most
+    30 s) before its `exp`. Read without verifying: it only times the refresh. None for
+    a service credential or anything that is not a JWT."""
+    try:
+        payload = token.split(".")[1]
+        claims = msgspec.json.decode(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        exp, iat = float(claims["exp"]), float(claims.get("iat", claims["exp"]))
+    except Exception:
+        return None
+    return exp - min(30.0, max(0.0, exp - iat) / 4)
 
 
 async def _open(link: Link, path: str, params: dict[str, Any]) -> tuple[ClientConnection, str]:
