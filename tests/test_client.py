@@ -18,6 +18,7 @@ import pytest
 from podium.boards import ranks, submit, top_report
 from podium.boards.model import GameOut
 from podium.client import (
+    ApiError,
     AsyncClient,
     AuthError,
     Backoff,
@@ -136,6 +137,11 @@ async def test_register_login_and_every_read(server: RunningApp, client: httpx.A
             assert (await podium.game(game)).id == game
             with pytest.raises(ValueError, match="score"):
                 await podium.submit(game, 2**53)  # refused before it is sent
+            for wild in ("../games", "..", "a/b", "x?y=1"):
+                # Quoted as one segment: a 404, never another route (/games would answer).
+                with pytest.raises(ApiError) as refused:
+                    await podium.top(wild)
+                assert (refused.value.status, refused.value.code) == (404, "not_found")
 
 
 async def test_refresh_on_expiry(stores: Stores) -> None:

@@ -13,16 +13,15 @@ import asyncio
 import uuid
 from datetime import date
 from typing import Any, Literal, TypeVar
-from urllib.parse import quote
 
 import httpx
 import msgspec
 
 from podium.client import live
 from podium.client.backoff import Backoff
-from podium.client.errors import ApiError, AuthError, PodiumError, ProtocolError, Unavailable
+from podium.client.errors import AuthError, Unavailable
+from podium.client.replies import decode_reply, error_of, segment
 from podium.client.types import (
-    ErrorReply,
     Game,
     GameList,
     MembersPage,
@@ -39,9 +38,6 @@ from podium.validation import Period
 
 T = TypeVar("T")
 
-# A reply larger than this is not Podium's (the largest page is 200 rows, a report
-# 1000): refused rather than held in memory.
-MAX_REPLY_BYTES = 8 * 1024 * 1024
 Ranking = Literal["ordinal", "competition"]
 
 
@@ -219,7 +215,7 @@ class AsyncClient:
         params: dict[str, Any] = {"period": period, "limit": limit, "ranking": ranking}
         # The cursor carries its own offset.
         params |= {"offset": offset} if cursor is None else {"cursor": cursor}
-        return await self._read(f"/leaderboards/{_seg(game)}", Page, params, at)
+        return await self._read(f"/leaderboards/{segment(game)}", Page, params, at)
 
     async def around(
         self,
@@ -231,7 +227,7 @@ class AsyncClient:
         at: date | None = None,
     ) -> Page:
         """The rows around a user, `radius` above and below."""
-        path = f"/leaderboards/{_seg(game)}/around/{int(user_id)}"
+        path = f"/leaderboards/{segment(game)}/around/{int(user_id)}"
         return await self._read(path, Page, {"period": period, "radius": radius}, at)
 
     async def user_rank(
@@ -244,7 +240,7 @@ class AsyncClient:
     ) -> UserRank:
         """One user's rank and score on a board (`me`: the caller)."""
         who = "me" if user_id == "me" else str(int(user_id))
-        path = f"/leaderboards/{_seg(game)}/users/{who}"
+        path = f"/leaderboards/{segment(game)}/users/{who}"
         return await self._read(path, UserRank, {"period": period}, at)
 
     async def members(
@@ -252,7 +248,7 @@ class AsyncClient:
     ) -> MembersPage:
         """The ranks of a list of users (friends), at most 100."""
         ids = ",".join(str(int(u)) for u in user_ids)
-        path = f"/leaderboards/{_seg(game)}/members"
+        path = f"/leaderboards/{segment(game)}/members"
         return await self._read(path, MembersPage, {"period": period, "ids": ids}, at)
 
     async def ranks(self, user_id: int | Literal["me"] = "me") -> UserBoards:
@@ -284,7 +280,7 @@ class AsyncClient:
         return (await self._call("GET", "/games", GameList, retry=True)).games
 
     async def game(self, game: str) -> Game:
-        return await self._call("GET", f"/games/{_seg(game)}", Game, retry=True)
+        return await self._call("GET", f"/games/{segment(game)}", Game, retry=True)
 
     # --- live -------------------------------------------------------------------------
 
@@ -388,45 +384,3 @@ class AsyncClient:
     def can_renew(self) -> bool:
         """Whether a refused token can be renewed (a refresh token, or a login)."""
         return self._refresh is not None or self._login is not None
-
-
-def _seg(game: str) -> str:
-    """A game id as one path segment: the server answers 404 for anything not a slug;
-    quoting keeps a '/' or '..' in it from reaching another route."""
-    if game and set(game) <= {"."}:  # "." and ".." would be resolved away as dot-segments
-        return "%2E" * len(game)
-    return quote(game, safe="")
-
-
-def decode_reply(reply: httpx.Response, type_: type[T]) -> T:
-    data = reply.content
-    if len(data) > MAX_REPLY_BYTES:
-        raise ProtocolError(f"{reply.request.url.path}: reply of {len(data)} bytes is too large")
-    try:
-        return msgspec.json.decode(data, type=type_)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ProtocolError(
-            f"{reply.request.method} {reply.request.url.path} answered {reply.status_code} "
-            f"with a body that is not a {type_.__name__}: {exc}; starts {data[:80]!r}"
-        ) from None
-    except RecursionError:
-        raise ProtocolError(f"{reply.request.url.path}: reply nests too deeply") from None
-
-
-def error_of(reply: httpx.Response) -> PodiumError:
-    """The refusal as an ApiError (AuthError for 401); a 5xx not in Podium's shape (a
-    proxy's page) as Unavailable, any other reply not in it as ProtocolError."""
-    status = reply.status_code
-    try:
-        err = msgspec.json.decode(reply.content, type=ErrorReply).error
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-        if status >= 500:
-            return Unavailable(f"{reply.request.url.path}: HTTP {status}")
-        return ProtocolError(
-            f"{reply.request.url.path} answered {status} without Podium's error body: "
-            f"{reply.content[:80]!r}"
-        )
-    if status == 503:
-        return Unavailable(f"{reply.request.url.path}: {err.code}: {err.message}")
-    kind = AuthError if status == 401 else ApiError
-    return kind(status, err.code, err.message, err.details)
