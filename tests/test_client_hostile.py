@@ -284,3 +284,24 @@ async def test_4001_renews_the_token_then_reconnects() -> None:
             assert (await anext(board)).seq == 2
     assert tokens.renewed == ["token-1"]
     assert seen == ["Bearer token-1", "Bearer token-2"]
+
+
+async def test_closing_the_client_ends_a_reader_that_waits() -> None:
+    closed = asyncio.Event()
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send(snapshot(1))
+        await ws.wait_closed()
+        closed.set()
+
+    async with scripted_ws(handler) as url:
+        podium = AsyncClient(url, token="t", backoff=FAST)
+        board = podium.scoreboard("chess")
+        async with asyncio.timeout(10):
+            await anext(board)
+            waiting = asyncio.create_task(anext(board))
+            await asyncio.sleep(0)  # let it start waiting on the socket
+            await podium.aclose()
+            with pytest.raises((asyncio.CancelledError, StopAsyncIteration)):
+                await waiting
+            await closed.wait()  # and the socket was closed, not left open

@@ -111,13 +111,18 @@ class Subscription(Generic[T]):
     def __init__(self, link: Link, run: Callable[[Link], AsyncGenerator[T, None]]) -> None:
         self.link = link
         self._gen = run(link)
+        self._reader: asyncio.Task[Any] | None = None
         self.on_close: Callable[[Subscription[T]], None] | None = None
 
     def __aiter__(self) -> Subscription[T]:
         return self
 
     async def __anext__(self) -> T:
-        return await self._gen.__anext__()
+        self._reader = asyncio.current_task()
+        try:
+            return await self._gen.__anext__()
+        finally:
+            self._reader = None
 
     async def __aenter__(self) -> Subscription[T]:
         return self
@@ -126,6 +131,12 @@ class Subscription(Generic[T]):
         await self.aclose()
 
     async def aclose(self) -> None:
+        """End it, also while another task waits for its next update (that task gets
+        CancelledError): the socket is closed either way."""
+        reader = self._reader
+        if reader is not None and reader is not asyncio.current_task():
+            reader.cancel()
+            await asyncio.wait({reader})
         await self._gen.aclose()
         if self.on_close is not None:
             self.on_close(self)
@@ -231,15 +242,12 @@ async def _run(link: Link, channel: _Channel[T]) -> AsyncGenerator[T, None]:
         try:
             while code is None:
                 try:
-                    wait = None if renew_at is None else max(0.0, renew_at - time.time())
-                    raw = await asyncio.wait_for(ws.recv(), wait)
+                    if renew_at is not None and time.time() >= renew_at:
+                        token, renew_at = await _reauth(link, ws, token)
+                        continue
+                    wait = None if renew_at is None else renew_at - time.time()
+                    raw = await asyncio.wait_for(ws.recv(), wait)  # recv: cancellation-safe
                 except TimeoutError:
-                    # The token is about to expire: hand the socket a fresh one rather
-                    # than be closed with 4001 and reconnect (recv is cancellation-safe).
-                    await link.creds.renew(token)
-                    token = await link.creds.token()
-                    renew_at = refresh_time(token)
-                    await ws.send(encode_text(Auth(token=token)))
                     continue
                 except ConnectionClosed as exc:
                     code = exc.rcvd.code if exc.rcvd is not None else 1006
@@ -266,6 +274,19 @@ async def _run(link: Link, channel: _Channel[T]) -> AsyncGenerator[T, None]:
         if code == WS_TOKEN_EXPIRED.code:
             await link.creds.renew(token)
         await link.pause(f"closed {code}")
+
+
+async def _reauth(link: Link, ws: ClientConnection, token: str) -> tuple[str, float | None]:
+    """The token is about to expire: hand the socket a fresh one rather than be closed
+    with 4001 and reconnect. While the server cannot renew it (Unavailable), try again
+    in a second; the socket goes on meanwhile."""
+    try:
+        await link.creds.renew(token)
+    except Unavailable:
+        return token, time.time() + 1
+    token = await link.creds.token()
+    await ws.send(encode_text(Auth(token=token)))
+    return token, refresh_time(token)
 
 
 def refresh_time(token: str) -> float | None:
