@@ -25,6 +25,9 @@ LAYERS: dict[str, int] = {
     "podium.web": TRANSPORT,
     "podium.ops": TRANSPORT,
     "podium.bench": TRANSPORT,
+    # A consumer of the API, like the bench: only the wire modules below it (see
+    # test_client_imports_only_wire_modules).
+    "podium.client": TRANSPORT,
     "podium.seed": TRANSPORT,
     "podium.__main__": TRANSPORT,
     "podium.boards": DOMAIN,
@@ -191,6 +194,18 @@ def test_no_dynamic_import() -> None:
 
 def test_no_import_points_up_a_layer() -> None:
     assert back_arrows(graph()) == []
+
+
+def test_client_imports_only_wire_modules() -> None:
+    """The client ships to game servers: no server internals, not even transport ones."""
+    allowed = {"podium.protocol", "podium.validation", "podium.errors"}
+    edges = graph()
+    for name, targets in edges.items():
+        if name.startswith("podium.client"):
+            outside = {t for t in targets if not t.startswith("podium.client")} - allowed
+            assert outside == set(), name
+    for name in allowed:
+        assert edges[name] <= allowed, name
 
 
 def test_no_import_cycle() -> None:
