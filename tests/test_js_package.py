@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
+from podium import protocol
 from podium.embedded import free_port
 from podium.web import page
 from tests.conftest import RunningApp, Stores, app_with, make_admin, register_and_login
@@ -146,6 +147,51 @@ def test_every_export_is_declared_and_every_declaration_exported(node: str) -> N
     declared = set(re.findall(pattern, DECLARATIONS.read_text(), re.M))
     assert exported == declared
     assert {"Podium", "PodiumSession", "PodiumError", "BoardState", "LiveSocket"} <= exported
+
+
+def declared_interfaces() -> dict[str, set[str]]:
+    """Each interface of podium.d.ts and its field names (inherited ones included)."""
+    text = DECLARATIONS.read_text()
+    found: dict[str, tuple[str | None, set[str]]] = {}
+    for name, base, body in re.findall(
+        r"^export interface (\w+)(?: extends (\w+))? \{\n(.*?)^\}", text, re.M | re.S
+    ):
+        found[name] = (base or None, set(re.findall(r"^  (\w+)\??:", body, re.M)))
+
+    def fields(name: str) -> set[str]:
+        base, own = found[name]
+        return own | (fields(base) if base in found else set())
+
+    return {name: fields(name) for name in found}
+
+
+def declared_union(name: str) -> list[str]:
+    match = re.search(
+        rf"^export type {name} =\n((?:  \| \w+\n?)+);", DECLARATIONS.read_text(), re.M
+    )
+    assert match, name
+    return re.findall(r"\| (\w+)", match.group(1))
+
+
+@pytest.mark.parametrize(
+    ("union", "structs"),
+    [("ServerMessage", protocol.ServerMessage), ("ClientMessage", protocol.ClientMessage)],
+)
+def test_every_wire_message_is_declared_with_its_fields(union: str, structs: Any) -> None:
+    # protocol.py is the schema: a message or a field added there and not here fails.
+    interfaces = declared_interfaces()
+    by_tag = {}
+    for name in declared_union(union):
+        (tag,) = re.findall(r'^  type: "(\w+)";', _interface_text(name), re.M)
+        by_tag[tag] = interfaces[name] - {"type"}
+    expected = {cls.__struct_config__.tag: set(cls.__struct_fields__) for cls in structs.__args__}
+    assert by_tag == expected
+
+
+def _interface_text(name: str) -> str:
+    match = re.search(rf"^export interface {name}\b.*?^\}}", DECLARATIONS.read_text(), re.M | re.S)
+    assert match, name
+    return match.group(0)
 
 
 def test_tsc_accepts_the_module_and_the_typed_usage(node: str) -> None:
