@@ -4,6 +4,9 @@ Only the files in this directory with a known type are served, read once at impo
 a request can never reach outside it. Assets are small and not fingerprinted: each
 response carries an ETag and `no-cache`, so a browser revalidates (304) and never
 runs a stale app.js against a newer server.
+
+`podium.js` is the npm package's module (clients/js, one source for the page and for a
+game's bundler): a checkout serves that file itself, a wheel carries it here.
 """
 
 from __future__ import annotations
@@ -19,6 +22,12 @@ from podium.api.spec import Param, spec
 from podium.errors import not_found
 
 WEB_DIR = Path(__file__).parent
+CLIENT_MODULE = "podium.js"
+# In a checkout (and an editable install) the package's own file; in a wheel, its copy.
+CLIENT_SOURCES = (
+    WEB_DIR.parents[2] / "clients" / "js" / CLIENT_MODULE,
+    WEB_DIR / CLIENT_MODULE,
+)
 
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -50,13 +59,24 @@ def _etags(header: str) -> set[str]:
     return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
 
 
+def client_module_path() -> Path:
+    """Where the JS client module is: the first of CLIENT_SOURCES that exists."""
+    for path in CLIENT_SOURCES:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"{CLIENT_MODULE} is in none of {[str(p) for p in CLIENT_SOURCES]}")
+
+
 def load_assets(directory: Path = WEB_DIR) -> dict[str, Asset]:
-    """Every servable file in `directory`, by name (no subdirectories, no Python)."""
-    return {
+    """Every servable file in `directory`, by name (no subdirectories, no Python), and
+    the JS client module."""
+    assets = {
         path.name: Asset(path)
         for path in sorted(directory.iterdir())
         if path.is_file() and path.suffix in CONTENT_TYPES
     }
+    assets[CLIENT_MODULE] = Asset(client_module_path())
+    return assets
 
 
 ASSETS = load_assets()

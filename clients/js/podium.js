@@ -10,26 +10,79 @@
 // `getToken({ refresh })` returns an access token; with `refresh: true` it must get a
 // fresh one (the client asks when a socket closes with 4001 or a call answers 401).
 // `PodiumSession` below is such a hook, backed by the auth API and a refresh token.
+//
+// Also the npm package @podium/client (this directory): podium.d.ts declares every
+// export, and the JSDoc types here name those declarations so `tsc` checks this file
+// against them (`npm run check`).
+
+/**
+ * @typedef {import("./podium.js").BoardEntry} BoardEntry
+ * @typedef {import("./podium.js").BoardUpdate} BoardUpdate
+ * @typedef {import("./podium.js").ClientMessage} ClientMessage
+ * @typedef {import("./podium.js").ConnectionState} ConnectionState
+ * @typedef {import("./podium.js").Game} Game
+ * @typedef {import("./podium.js").GameAction} GameAction
+ * @typedef {import("./podium.js").LeaderboardPage} LeaderboardPage
+ * @typedef {import("./podium.js").LiveBoard} LiveBoard
+ * @typedef {import("./podium.js").LiveHandle} LiveHandle
+ * @typedef {import("./podium.js").LiveSocketHandlers} LiveSocketHandlers
+ * @typedef {import("./podium.js").MyScoreOptions} MyScoreOptions
+ * @typedef {import("./podium.js").PodiumOptions} PodiumOptions
+ * @typedef {import("./podium.js").Period} Period
+ * @typedef {import("./podium.js").PodiumSessionOptions} PodiumSessionOptions
+ * @typedef {import("./podium.js").RankMessage} RankMessage
+ * @typedef {import("./podium.js").RequestOptions} RequestOptions
+ * @typedef {import("./podium.js").ScoreboardHandlers} ScoreboardHandlers
+ * @typedef {import("./podium.js").ScoreResult} ScoreResult
+ * @typedef {import("./podium.js").SeedPageRequest} SeedPageRequest
+ * @typedef {import("./podium.js").SeedReportRequest} SeedReportRequest
+ * @typedef {import("./podium.js").StatusEvent} StatusEvent
+ * @typedef {import("./podium.js").SubmitOptions} SubmitOptions
+ * @typedef {import("./podium.js").TokenHook} TokenHook
+ * @typedef {import("./podium.js").TokenPair} TokenPair
+ * @typedef {import("./podium.js").TokenStorage} TokenStorage
+ * @typedef {import("./podium.js").User} User
+ * @typedef {import("./podium.js").UserRank} UserRank
+ * @typedef {import("./podium.js").Podium} DeclaredPodium
+ * @typedef {import("./podium.js").PodiumError} DeclaredPodiumError
+ * @typedef {import("./podium.js").BoardState} DeclaredBoardState
+ * @typedef {import("./podium.js").LiveSocket} DeclaredLiveSocket
+ * @typedef {import("./podium.js").PodiumSession} DeclaredPodiumSession
+ */
 
 /** Close codes after which reconnecting cannot help (see docs/protocol.md). */
 const FINAL_CLOSE_CODES = new Set([1000, 1003, 1007, 1008, 1009, 4003, 4008, 4030]);
 const TOKEN_EXPIRED = 4001;
 const PERIOD_ENDED = 4010;
 
-/** An error answered by the API: `status`, `code`, `message`, `details`. */
+/**
+ * An error answered by the API: `status`, `code`, `message`, `details`.
+ * @implements {DeclaredPodiumError}
+ */
 export class PodiumError extends Error {
+  /**
+   * @param {number} status
+   * @param {string} code
+   * @param {string} message
+   * @param {unknown} [details]
+   */
   constructor(status, code, message, details = null) {
     super(message);
     this.name = "PodiumError";
     this.status = status;
     this.code = code;
     this.details = details;
+    /** @type {number | null | undefined} */
+    this.retryAfter = undefined;
   }
 }
 
-/** A random (v4) UUID, also outside secure contexts where crypto.randomUUID is absent. */
+/**
+ * A random (v4) UUID, also outside secure contexts where crypto.randomUUID is absent.
+ * @type {typeof import("./podium.js").uuid4}
+ */
 export function uuid4() {
-  if (globalThis.crypto?.randomUUID) return crypto.randomUUID();
+  if (typeof globalThis.crypto?.randomUUID === "function") return crypto.randomUUID();
   const b = crypto.getRandomValues(new Uint8Array(16));
   b[6] = (b[6] & 0x0f) | 0x40;
   b[8] = (b[8] & 0x3f) | 0x80;
@@ -37,15 +90,22 @@ export function uuid4() {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
-/** Exponential backoff with jitter: attempt 0 → ~0.5 s, capped at `cap` ms. */
+/**
+ * Exponential backoff with jitter: attempt 0 → ~0.5 s, capped at `cap` ms.
+ * @type {typeof import("./podium.js").backoff}
+ */
 export function backoff(attempt, base = 500, cap = 15000) {
   const ceiling = Math.min(cap, base * 2 ** attempt);
   // "Equal jitter": never zero (no hammering), never in lockstep with other clients.
   return Math.round(ceiling / 2 + Math.random() * (ceiling / 2));
 }
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const sleep = (/** @type {number} */ ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/**
+ * @param {string} token
+ * @returns {{ exp?: number, iat?: number } | null}
+ */
 function tokenClaims(token) {
   try {
     const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
@@ -55,7 +115,10 @@ function tokenClaims(token) {
   }
 }
 
-/** When (ms since epoch) a token should be renewed: shortly before it expires. */
+/**
+ * When (ms since epoch) a token should be renewed: shortly before it expires.
+ * @param {string} token
+ */
 function renewAt(token) {
   const claims = tokenClaims(token);
   if (!claims?.exp) return Infinity;
@@ -64,17 +127,28 @@ function renewAt(token) {
   return claims.exp * 1000 - Math.min(25000, lifetime / 4);
 }
 
-/** The client. One per page or game; every socket it opens shares its token hook. */
+/**
+ * The client. One per page or game; every socket it opens shares its token hook.
+ * @implements {DeclaredPodium}
+ */
 export class Podium {
+  /** @param {PodiumOptions} [options] */
   constructor({ baseUrl = globalThis.location?.origin, token = null, getToken = null } = {}) {
     if (!baseUrl) throw new Error("Podium: baseUrl is required outside a browser page");
     this.baseUrl = baseUrl.replace(/\/+$/, "");
+    /** @type {string | null} */
     this._token = token;
+    /** @type {TokenHook | null} */
     this._getToken = getToken;
+    /** @type {Set<LiveSocket>} */
     this._sockets = new Set();
   }
 
-  /** The current access token; `refresh: true` asks the hook for a new one. */
+  /**
+   * The current access token; `refresh: true` asks the hook for a new one.
+   * @param {{ refresh?: boolean }} [options]
+   * @returns {Promise<string | null>}
+   */
   async token({ refresh = false } = {}) {
     if (this._getToken) {
       this._token = await this._getToken({ refresh });
@@ -82,8 +156,17 @@ export class Podium {
     return this._token;
   }
 
-  /** An HTTP call under /api/v1; JSON in and out, PodiumError on failure. */
+  /**
+   * An HTTP call under /api/v1; JSON in and out, PodiumError on failure.
+   * @template [T=unknown]
+   * @param {string} method
+   * @param {string} path
+   * @param {unknown} [body]
+   * @param {RequestOptions} [options]
+   * @returns {Promise<T>}
+   */
   async request(method, path, body = undefined, { auth = true, retried = false } = {}) {
+    /** @type {Record<string, string>} */
     const headers = { accept: "application/json" };
     if (body !== undefined) headers["content-type"] = "application/json";
     if (auth) {
@@ -99,7 +182,7 @@ export class Podium {
       await this.token({ refresh: true });
       return this.request(method, path, body, { auth, retried: true });
     }
-    if (response.status === 204) return null;
+    if (response.status === 204) return /** @type {T} */ (null);
     const data = await response.json().catch(() => null);
     if (!response.ok) {
       const e = data?.error ?? {};
@@ -115,21 +198,39 @@ export class Podium {
     return data;
   }
 
+  /** @returns {Promise<Game[]>} */
   games() {
-    return this.request("GET", "/games").then((body) => body.games ?? body);
-  }
-
-  actions(game) {
-    return this.request("GET", `/games/${encodeURIComponent(game)}/actions`).then(
-      (body) => body.actions ?? body,
+    return this.request("GET", "/games").then(
+      (body) => /** @type {{ games: Game[] }} */ (body).games ?? body,
     );
   }
 
+  /**
+   * @param {string} game
+   * @returns {Promise<GameAction[]>}
+   */
+  actions(game) {
+    return this.request("GET", `/games/${encodeURIComponent(game)}/actions`).then(
+      (body) => /** @type {{ actions: GameAction[] }} */ (body).actions ?? body,
+    );
+  }
+
+  /**
+   * @param {string} game
+   * @param {{ period?: Period, limit?: number }} [options]
+   * @returns {Promise<LeaderboardPage>}
+   */
   leaderboard(game, { period = "all", limit = 10 } = {}) {
     const q = new URLSearchParams({ period, limit: String(limit) });
     return this.request("GET", `/leaderboards/${encodeURIComponent(game)}?${q}`);
   }
 
+  /**
+   * @param {string} game
+   * @param {number} userId
+   * @param {{ period?: Period }} [options]
+   * @returns {Promise<UserRank>}
+   */
   rankOf(game, userId, { period = "all" } = {}) {
     const q = new URLSearchParams({ period });
     return this.request("GET", `/leaderboards/${encodeURIComponent(game)}/users/${userId}?${q}`);
@@ -139,8 +240,11 @@ export class Podium {
    * Submit a score or an action: `{game, score}` or `{game, action}`. The event id is
    * made once, so a retry after a lost answer never counts twice (the server replies
    * with the first result and `duplicate: true`). Retries network errors, 429 and 5xx.
+   * @param {SubmitOptions} options
+   * @returns {Promise<ScoreResult>}
    */
   async submit({ game, score, action, eventId = uuid4(), retries = 4 }) {
+    /** @type {{ game: string, event_id: string, score?: number, action?: string }} */
     const body = { game, event_id: eventId };
     if (action !== undefined && action !== null) body.action = action;
     else body.score = score;
@@ -151,7 +255,8 @@ export class Podium {
         const retryable =
           !(error instanceof PodiumError) || error.status === 429 || error.status >= 500;
         if (!retryable || attempt >= retries) throw error;
-        await sleep(error.retryAfter ? error.retryAfter * 1000 : backoff(attempt, 250, 4000));
+        const retryAfter = error instanceof PodiumError ? error.retryAfter : null;
+        await sleep(retryAfter ? retryAfter * 1000 : backoff(attempt, 250, 4000));
       }
     }
   }
@@ -161,6 +266,10 @@ export class Podium {
    * client's copy is stale, `onDiff(entries, msg)` on every change (entries is the whole
    * top after the change, best first), `onStatus(status)` on connection changes.
    * Returns `{close(), entries, seq}`.
+   * @param {string} game
+   * @param {Period} [period]
+   * @param {ScoreboardHandlers} [handlers]
+   * @returns {LiveBoard}
    */
   scoreboard(game, period = "all", { onSnapshot, onDiff, onStatus, onError } = {}) {
     const board = new BoardState();
@@ -198,8 +307,15 @@ export class Podium {
     };
   }
 
-  /** The caller's own `{rank, score, total, ...}` on a game, live. Returns `{close()}`. */
+  /**
+   * The caller's own `{rank, score, total, ...}` on a game, live. Returns `{close()}`.
+   * @param {string} game
+   * @param {(msg: RankMessage) => void} onRank
+   * @param {MyScoreOptions} [options]
+   * @returns {LiveHandle}
+   */
   myScore(game, onRank, { period = null, onStatus, onError } = {}) {
+    /** @type {Record<string, string>} */
     const params = period ? { game, period } : { game };
     const live = new LiveSocket(this, "/ws/v1/my-score", params, {
       onStatus,
@@ -217,13 +333,19 @@ export class Podium {
   }
 }
 
-/** The client's copy of a board's top: replaced by snapshots, patched by diffs. */
+/**
+ * The client's copy of a board's top: replaced by snapshots, patched by diffs.
+ * @implements {DeclaredBoardState}
+ */
 export class BoardState {
   constructor() {
+    /** @type {BoardEntry[]} */
     this.entries = [];
+    /** @type {number | null} */
     this.seq = null;
   }
 
+  /** @param {BoardUpdate} msg */
   snapshot(msg) {
     this.entries = normalise(msg.entries ?? msg.top ?? []);
     this.seq = msg.seq ?? null;
@@ -232,16 +354,22 @@ export class BoardState {
   /**
    * Apply a diff: "applied", "stale" (not newer than what we hold) or "gap" (it starts
    * from a seq we never saw: the caller must resync from a snapshot).
+   * @param {BoardUpdate} msg
+   * @returns {"applied" | "stale" | "gap"}
    */
   diff(msg) {
     if (this.seq !== null && msg.seq !== undefined && msg.seq <= this.seq) return "stale";
     if (msg.prev_seq !== undefined && msg.prev_seq !== this.seq) return "gap";
-    if (msg.entries ?? msg.top) {
-      this.entries = normalise(msg.entries ?? msg.top);
+    const whole = msg.entries ?? msg.top;
+    if (whole) {
+      this.entries = normalise(whole);
     } else {
       const byId = new Map(this.entries.map((e) => [e.user_id, e]));
       for (const id of msg.left ?? []) byId.delete(id);
-      for (const e of msg.upserts ?? []) byId.set(e.user_id, { ...byId.get(e.user_id), ...e });
+      for (const e of msg.upserts ?? []) {
+        // An upsert of a row we never held is a whole row (the server sends whole rows).
+        byId.set(e.user_id, /** @type {BoardEntry} */ ({ ...byId.get(e.user_id), ...e }));
+      }
       this.entries = normalise([...byId.values()]);
     }
     this.seq = msg.seq ?? this.seq;
@@ -249,9 +377,16 @@ export class BoardState {
   }
 }
 
+/**
+ * @param {NonNullable<BoardUpdate["entries"]>} entries
+ * @returns {BoardEntry[]}
+ */
 function normalise(entries) {
-  const rows = entries.map((e) =>
-    Array.isArray(e) ? { user_id: e[0], score: e[1] } : { ...e, user_id: e.user_id },
+  // Ranks are filled in below when the rows came without them.
+  const rows = /** @type {BoardEntry[]} */ (
+    entries.map((e) =>
+      Array.isArray(e) ? { user_id: e[0], score: e[1] } : { ...e, user_id: e.user_id },
+    )
   );
   if (rows.every((e) => typeof e.rank === "number")) rows.sort((a, b) => a.rank - b.rank);
   else rows.forEach((e, i) => (e.rank = i + 1));
@@ -261,8 +396,15 @@ function normalise(entries) {
 /**
  * One logical WebSocket that survives drops: reconnects with backoff and jitter,
  * refreshes the token on 4001, resumes with `since` when the caller gives one.
+ * @implements {DeclaredLiveSocket}
  */
 export class LiveSocket {
+  /**
+   * @param {Podium} client
+   * @param {string} path
+   * @param {Record<string, string>} params
+   * @param {LiveSocketHandlers} handlers
+   */
   constructor(client, path, params, { onMessage, onStatus, onNewBoard, since = () => null }) {
     this.client = client;
     this.onNewBoard = onNewBoard;
@@ -271,11 +413,15 @@ export class LiveSocket {
     this.onMessage = onMessage;
     this.onStatus = onStatus;
     this.since = since;
+    /** @type {ConnectionState} */
     this.status = "connecting";
     this.attempt = 0;
+    /** @type {WebSocket | null} */
     this.ws = null;
+    /** @type {ReturnType<typeof setTimeout> | null} */
     this.timer = null;
-    this.renewTimer = null;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this.renewTimer = undefined;
     this.closed = false;
     this.refreshNext = false;
     this.refreshedInRun = false;
@@ -291,6 +437,7 @@ export class LiveSocket {
     this._connect();
   }
 
+  /** @param {string | null} token */
   _url(token) {
     const url = new URL(this.path, this.client.baseUrl);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
@@ -300,6 +447,10 @@ export class LiveSocket {
     return { url: url.toString(), token };
   }
 
+  /**
+   * @param {ConnectionState} status
+   * @param {Partial<StatusEvent>} [extra]
+   */
   _setStatus(status, extra = {}) {
     this.status = status;
     this.onStatus?.({ status, attempt: this.attempt, ...extra });
@@ -371,6 +522,7 @@ export class LiveSocket {
     };
   }
 
+  /** @param {number | null} [code] */
   _retry(code = null) {
     const delay = backoff(this.attempt);
     this.attempt += 1;
@@ -378,8 +530,9 @@ export class LiveSocket {
     this._connectSoon(delay);
   }
 
+  /** @param {number} delay */
   _connectSoon(delay) {
-    clearTimeout(this.timer);
+    clearTimeout(this.timer ?? undefined);
     this.timer = setTimeout(() => this._connect(), delay);
   }
 
@@ -393,6 +546,7 @@ export class LiveSocket {
 
   // Before the socket's token expires, hand it a fresh one (`auth` message) so the
   // server need not close it with 4001 and the board never has to resync.
+  /** @param {string | null} token */
   _scheduleRenewal(token) {
     clearTimeout(this.renewTimer);
     if (!this.client._getToken || !token) return;
@@ -402,14 +556,17 @@ export class LiveSocket {
       try {
         let fresh = await this.client.token();
         if (fresh === token) fresh = await this.client.token({ refresh: true });
-        if (this.send({ type: "auth", token: fresh })) this._scheduleRenewal(fresh);
+        if (fresh && this.send({ type: "auth", token: fresh })) this._scheduleRenewal(fresh);
       } catch {
         // Left to the 4001 close: the reconnect path refreshes and resumes.
       }
     }, Math.max(0, wait));
   }
 
-  /** Send a JSON message if the socket is open; false otherwise. */
+  /**
+   * Send a JSON message if the socket is open; false otherwise.
+   * @param {ClientMessage | SeedPageRequest | SeedReportRequest} message
+   */
   send(message) {
     if (this.ws?.readyState !== WebSocket.OPEN) return false;
     this.ws.send(JSON.stringify(message));
@@ -418,7 +575,7 @@ export class LiveSocket {
 
   close() {
     this.closed = true;
-    clearTimeout(this.timer);
+    clearTimeout(this.timer ?? undefined);
     clearTimeout(this.renewTimer);
     this.timer = null;
     globalThis.removeEventListener?.("online", this._online);
@@ -438,17 +595,25 @@ export class LiveSocket {
  * `storage` (localStorage by default) so a reload keeps the session. Its `getToken`
  * is the hook `Podium` wants; refreshes are single-flight (refresh tokens rotate, and
  * spending one twice would revoke the whole session).
+ * @implements {DeclaredPodiumSession}
  */
 export class PodiumSession {
+  /** @param {PodiumSessionOptions} [options] */
   constructor({ baseUrl = globalThis.location?.origin, storage = globalThis.localStorage, key = "podium.refresh" } = {}) {
+    if (!baseUrl) throw new Error("PodiumSession: baseUrl is required outside a browser page");
     this.baseUrl = baseUrl.replace(/\/+$/, "");
+    /** @type {TokenStorage | null | undefined} */
     this.storage = storage;
     this.key = key;
+    /** @type {string | null} */
     this.access = null;
     this.expiresAt = 0;
     this.renewAfter = 0;
+    /** @type {User | null} */
     this.user = null;
+    /** @type {Promise<this> | null} */
     this._refreshing = null;
+    /** @type {((session: DeclaredPodiumSession) => void) | null} */
     this.onChange = null;
     this.getToken = this.getToken.bind(this);
   }
@@ -461,7 +626,14 @@ export class PodiumSession {
     return this.access !== null;
   }
 
+  /**
+   * @param {string} path
+   * @param {unknown} body
+   * @param {string | null} [token]
+   * @returns {Promise<any>}
+   */
   async _post(path, body, token = null) {
+    /** @type {Record<string, string>} */
     const headers = { "content-type": "application/json", accept: "application/json" };
     if (token) headers.authorization = `Bearer ${token}`;
     const response = await fetch(`${this.baseUrl}/api/v1${path}`, {
@@ -478,6 +650,7 @@ export class PodiumSession {
     return data;
   }
 
+  /** @param {TokenPair} pair */
   _accept(pair) {
     this.access = pair.access_token;
     this.expiresAt = Date.now() + pair.expires_in * 1000;
@@ -496,10 +669,18 @@ export class PodiumSession {
     if (had) this.onChange?.(this);
   }
 
+  /**
+   * @param {{ username: string, email: string, password: string }} account
+   * @returns {Promise<User>}
+   */
   register({ username, email, password }) {
     return this._post("/auth/register", { username, email, password });
   }
 
+  /**
+   * @param {string} login
+   * @param {string} password
+   */
   async login(login, password) {
     const body = login.includes("@") ? { email: login, password } : { username: login, password };
     return this._accept(await this._post("/auth/login", body));
@@ -517,6 +698,7 @@ export class PodiumSession {
     }
   }
 
+  /** @returns {Promise<this>} */
   refresh() {
     if (!this._refreshing) {
       // Refresh tokens rotate and spending one twice revokes the session, so tabs take
@@ -546,7 +728,11 @@ export class PodiumSession {
     }
   }
 
-  /** The `getToken` hook for `Podium`. */
+  /**
+   * The `getToken` hook for `Podium`.
+   * @param {{ refresh?: boolean }} [options]
+   * @returns {Promise<string | null>}
+   */
   async getToken({ refresh = false } = {}) {
     if (refresh || !this.access || Date.now() >= this.renewAfter) await this.refresh();
     return this.access;
