@@ -8,6 +8,7 @@ import msgspec
 
 from podium.protocol import BoardChange, Row
 from podium.realtime.coalesce import TopWindow
+from podium.realtime.live import live_top
 
 NAMES = {1: "ann", 2: "bob", 3: "cy", 4: "dee"}
 
@@ -97,3 +98,35 @@ def test_unknown_names_fall_back_to_the_user_id() -> None:
     diff = top.take_diff({})
     assert diff is not None
     assert diff.upserts[-1].username == "user9"
+
+
+def test_a_live_top_needs_every_time_and_the_total() -> None:
+    top = window()
+    assert live_top(top) is None  # a read that told no total or times (PostgreSQL's)
+    full = msgspec.structs.replace(change(11, (1, 50), (2, 40)), at=[5, 6], total=7)
+    top.fold(full)
+    top.take_diff(NAMES)
+    live = live_top(top)
+    assert live is not None and live.total == 7 and live.seq == 11
+    assert [(r.user_id, r.username, r.score, r.reached_ms) for r in live.rows] == [
+        (1, "ann", 50, 5),
+        (2, "bob", 40, 6),
+    ]
+    # A change that does not say (an older instance's apply.lua): no page from memory.
+    top.fold(change(12, (1, 50), (2, 41)))
+    top.take_diff(NAMES)
+    assert live_top(top) is None
+    # A time the index does not hold (0) is not one a page may show.
+    top.fold(msgspec.structs.replace(change(13, (1, 50), (2, 42)), at=[5, 0], total=7))
+    top.take_diff(NAMES)
+    assert live_top(top) is None
+
+
+def test_a_rename_reaches_the_pushed_rows_and_the_snapshot() -> None:
+    top = window()
+    first = top.snapshot_text()
+    assert top.rename(2, "robert")
+    assert not top.rename(9, "nobody")
+    assert top.snapshot_text() is not first
+    assert [r.username for r in top.snapshot().entries] == ["ann", "robert"]
+    assert not top.pending()  # a name alone is no push

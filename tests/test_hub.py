@@ -18,7 +18,7 @@ from podium.keys import Keys
 from podium.protocol import BoardChange, Row, encode_board_change
 from podium.realtime.broker import RESYNC, LocalBroker
 from podium.realtime.hub import Hub
-from podium.realtime.reads import RankState
+from podium.realtime.reads import RankState, TopRead
 from podium.validation import Period
 
 PREFIX = "hubtest:"
@@ -32,14 +32,16 @@ class FakeReads:
         self.calls: list[tuple[Any, ...]] = []
         self.failing_pages = 0  # page reads that fail (a store outage) before one works
 
-    async def top(
-        self, board: str, game: str, period: Period, start: date, limit: int
-    ) -> tuple[int, list[Row]]:
+    async def top(self, board: str, game: str, period: Period, start: date, limit: int) -> TopRead:
         self.calls.append(("top", board))
         rows = self.rows.get(board, [])[:limit]
-        return 5, [
-            Row(rank=i + 1, user_id=u, username=f"n{u}", score=s) for i, (u, s) in enumerate(rows)
-        ]
+        return TopRead(
+            5,
+            [
+                Row(rank=i + 1, user_id=u, username=f"n{u}", score=s)
+                for i, (u, s) in enumerate(rows)
+            ],
+        )
 
     async def page(self, game: str, period: Period, start: date, offset: int, limit: int) -> Page:
         self.calls.append(("page", game, offset, limit))

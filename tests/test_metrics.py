@@ -20,6 +20,7 @@ METRIC_NAMES = {
     "podium_writes",
     "podium_write_ack_seconds",
     "podium_write_batch_size",
+    "podium_live_pages",
     "podium_redis_errors",
     "podium_postgres_errors",
 }

@@ -44,6 +44,11 @@ class Keys:
         """Hash user id -> username: the display-name cache."""
         return f"{self.prefix}names"
 
+    @property
+    def renames(self) -> str:
+        """Pub/sub channel announcing a changed display name (protocol.NameChange)."""
+        return f"{self.prefix}renames"
+
     # --- boards (see docs/design.md) ---------------------------------------------------
 
     def zset(self, board: str) -> str:
@@ -116,6 +121,7 @@ class Keys:
             self.rate("*", "*"),
             self.revocations,
             self.names,
+            self.renames,
             self.epoch,
             self.rebuild_lock,
             self.rebuild_aside,

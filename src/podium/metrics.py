@@ -11,6 +11,7 @@ Who updates what (import the object from here, never create metrics elsewhere):
   of the same tick; `SLOW_DROPS` per push dropped for a full send queue (the client
   gets a snapshot when it drains); `SLOW_CLOSES` per socket closed with the "slow"
   code; `PUBSUB_LAG` with (local push time minus publish time) for each board change.
+- reads (`boards/ranks.py`): `LIVE_PAGES` per top page served from a hub's window.
 - write path (writer, scores): `WRITES` by outcome (`accepted`, `duplicate`,
   `refused`); `WRITE_ACK_SECONDS` from a write's arrival at the writer to its commit
   acknowledgement; `BATCH_SIZE` per committed group-commit batch.
@@ -100,6 +101,11 @@ BATCH_SIZE = Histogram(
     "podium_write_batch_size",
     "Writes per group-commit transaction.",
     buckets=BATCH_BUCKETS,
+    registry=REGISTRY,
+)
+LIVE_PAGES = Counter(
+    "podium_live_pages",
+    "Top pages served from the hub's in-memory window of a watched board (no Redis call).",
     registry=REGISTRY,
 )
 REDIS_ERRORS = Counter(

@@ -32,7 +32,10 @@ class BoardChange(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     `top` is the complete top 10 after the change as [user_id, value, reached_seq];
     `entered`/`left`/`moved` compare it with the top 10 before; `changed` lists every
-    user whose value changed. `resync` asks subscribers to re-read the board.
+    user whose value changed. `at` is the time each top row's value was reached (ms
+    since the epoch, 0 when the index does not hold it) and `total` the board's member
+    count after the change (-1: not told), so a hub can serve the top page from memory.
+    `resync` asks subscribers to re-read the board.
     """
 
     board: str
@@ -42,11 +45,24 @@ class BoardChange(msgspec.Struct, kw_only=True, omit_defaults=True):
     left: list[int] = []
     moved: list[int] = []
     changed: list[int] = []
+    at: list[int] = []
+    total: int = -1
     resync: bool = False
     ts: int = 0  # publish time, ms since the epoch (Redis clock)
 
 
 board_change_decoder = msgspec.json.Decoder(BoardChange)
+
+
+class NameChange(msgspec.Struct, kw_only=True):
+    """Published on the renames channel when a user's display name changed: every hub
+    puts it on the windows it holds, so pages from memory show it at once."""
+
+    user_id: int
+    username: str
+
+
+name_change_decoder = msgspec.json.Decoder(NameChange)
 _board_change_encoder = msgspec.json.Encoder()
 
 

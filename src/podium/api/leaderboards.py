@@ -70,16 +70,24 @@ def _boards(request: Request) -> Boards:
     return podium_of(request).boards
 
 
-async def _target_user(request: Request, principal: Principal, params: Mapping[str, Param]) -> int:
-    """The user a path names: an existing user's id, or `me` for the caller."""
+def _named_user(request: Request, principal: Principal, params: Mapping[str, Param]) -> int:
+    """The user id a path names (`me`: the caller), not yet known to exist."""
     raw: int | str = read_path(request, params)["user_id"]
     if raw == "me":
         if principal.user_id is None:
             raise invalid("a service credential has no 'me'", {"user_id": "give an id"})
         return principal.user_id
-    if not isinstance(raw, int) or not await _user_exists(_services(request), raw):
+    if not isinstance(raw, int):
         raise not_found("no such user")
     return raw
+
+
+async def _target_user(request: Request, principal: Principal, params: Mapping[str, Param]) -> int:
+    """The user a path names: an existing user's id, or `me` for the caller."""
+    user_id = _named_user(request, principal, params)
+    if user_id != principal.user_id and not await _user_exists(_services(request), user_id):
+        raise not_found("no such user")
+    return user_id
 
 
 async def _user_exists(services: Services, user_id: int) -> bool:
@@ -116,6 +124,7 @@ async def board_page(request: Request) -> Response:
         q["limit"],
         q["ranking"] == "competition",
         q["cursor"],
+        podium_of(request).realtime.hub.live_page,
     )
     return JSON(page)
 
@@ -158,10 +167,15 @@ async def board_user(request: Request) -> Response:
     principal = await require_principal(request)
     game = read_path(request, GAME)["game"]
     q = read_query(request, BOARD_QUERY)
-    user_id = await _target_user(request, principal, USER)
+    user_id = _named_user(request, principal, USER)
     result = await ranks.user_rank(
         _services(request), _boards(request), game, user_id, q["period"], q["at"]
     )
+    # A user on the board exists (a void removes its rows): only an absent one costs the
+    # existence query, which tells "not on this board" from "no such user".
+    if result.rank is None and user_id != principal.user_id:
+        if not await _user_exists(_services(request), user_id):
+            raise not_found("no such user")
     return JSON(result)
 
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import msgspec
+import msgspec.inspect
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
@@ -72,18 +73,47 @@ def validation_details(text: str) -> dict[str, str]:
 _INTEGER = re.compile(r"^-?[0-9]{1,19}$")
 
 
+class _Converter:
+    """How one parameter type is read from text, built once per type."""
+
+    __slots__ = ("decoder", "integer_only", "type")
+
+    def __init__(self, type_: Any) -> None:
+        self.type = type_
+        # msgspec.convert would rebuild the type's validator on every call.
+        self.decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(type_)
+        self.integer_only = isinstance(msgspec.inspect.type_info(type_), msgspec.inspect.IntType)
+
+
+# By the type's id: hashing an Annotated/Literal/union type costs more than the decoding.
+# The entry keeps its type alive, so an id is never reused while it is here; the types
+# are the routes' own (a fixed set).
+_CONVERTERS: dict[int, _Converter] = {}
+
+
+def _converter(type_: Any) -> _Converter:
+    found = _CONVERTERS.get(id(type_))
+    if found is None or found.type is not type_:
+        found = _CONVERTERS[id(type_)] = _Converter(type_)
+    return found
+
+
 def convert_param(raw: str, param: Param) -> Any:
     """`raw` as `param.type`, strictly: "" and "3.0" are no integers; Meta bounds apply.
 
     Raises msgspec.ValidationError; a digit string is tried as an integer only after
     the text itself did not fit, so a str type keeps its digits.
     """
+    converter = _converter(param.type)
+    decoder = converter.decoder
+    if converter.integer_only and _INTEGER.fullmatch(raw):
+        return decoder.decode(str(int(raw)).encode())  # text would not fit: skip that try
     try:
-        return msgspec.convert(raw, param.type)
+        return decoder.decode(msgspec.json.encode(raw))
     except msgspec.ValidationError:
         if not _INTEGER.fullmatch(raw):
             raise
-    return msgspec.convert(int(raw), param.type)
+    return decoder.decode(str(int(raw)).encode())
 
 
 def read_query(request: HTTPConnection, params: Mapping[str, Param]) -> dict[str, Any]:

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
 from podium import metrics
-from podium.boards.members import GLOBAL
-from podium.boards.names import usernames
+from podium.boards.members import GLOBAL, parse_member
+from podium.boards.names import fill_missing, usernames
 from podium.boards.runtime import Boards
 from podium.boards.sources import (
     REDIS_FAILURES,
@@ -30,7 +31,6 @@ from podium.boards.sources import (
     pg_ranks,
     pg_times,
     postgres,
-    redis_competition_base,
     redis_page,
     redis_ranks,
 )
@@ -56,6 +56,12 @@ class Entry(msgspec.Struct):
     achieved_at: datetime | None
 
 
+# Where a page was read: the hub's in-memory top window of a watched board ("live",
+# current to its last tick: `as_of`), the Redis index, or PostgreSQL while the index
+# cannot be trusted.
+Source = Literal["live", "index", "database"]
+
+
 class Page(msgspec.Struct):
     game: str
     period: str
@@ -63,6 +69,9 @@ class Page(msgspec.Struct):
     total: int
     entries: list[Entry]
     next_cursor: str | None
+    source: Source = "index"
+    # A live page: the time of the hub's tick it is current to.
+    as_of: datetime | None = None
 
 
 class UserRank(msgspec.Struct):
@@ -74,6 +83,11 @@ class UserRank(msgspec.Struct):
     score: int | None
     total: int
     percentile: float | None
+
+
+# A source of top pages from memory (the realtime hub's windows): the page, or None when
+# it does not hold the board current (the index answers instead).
+LiveTops = Callable[[Board, int, bool], "Page | None"]
 
 
 def _check_users(user_ids: list[int]) -> None:
@@ -113,7 +127,8 @@ def _index_ready(boards: Boards) -> bool:
     return boards.index.ready
 
 
-def _ms_to_dt(ms: int | None) -> datetime | None:
+def ms_to_dt(ms: int | None) -> datetime | None:
+    """A member's reached time (ms since the epoch) as `achieved_at`."""
     return datetime.fromtimestamp(ms / 1000, UTC) if ms is not None else None
 
 
@@ -152,19 +167,61 @@ def decode_cursor(cursor: str, board: str) -> _Cursor:
     return value
 
 
+class _Rows(msgspec.Struct):
+    """A page's rows as read, before names and ranks are put on them."""
+
+    total: int
+    rows: list[Row]
+    first: int
+    source: Source
+    names: dict[int, str] = {}
+    better: int = -1  # members strictly better than the first row (-1: unknown)
+    found: bool = True  # the around user is on the board
+
+
 async def _page_rows(
-    services: Services, boards: Boards, board: Board, offset: int, limit: int, cursor: str | None
-) -> tuple[int, list[Row], int]:
+    services: Services,
+    boards: Boards,
+    board: Board,
+    offset: int,
+    limit: int,
+    cursor: str | None,
+    competition: bool = False,
+) -> _Rows:
     after = None
     if cursor is not None:
         c = decode_cursor(cursor, board.id)
         offset, after = c.offset, c.member
     if _index_ready(boards):
         try:
-            return await redis_page(services, board, offset, limit, after)
+            got = await redis_page(
+                services, boards.page_script, board, offset, limit, after, competition=competition
+            )
+            return _Rows(got.total, got.rows, got.first, "index", got.names, got.better)
         except REDIS_FAILURES:
             metrics.REDIS_ERRORS.inc()
-    return await pg_page(services, board, offset, limit)
+    total, rows, first = await pg_page(services, board, offset, limit)
+    return _Rows(total, rows, first, "database")
+
+
+async def _around_rows(
+    services: Services, boards: Boards, board: Board, user_id: int, radius: int
+) -> _Rows:
+    if _index_ready(boards):
+        try:
+            got = await redis_page(
+                services, boards.page_script, board, 0, 0, around=(user_id, radius)
+            )
+            return _Rows(got.total, got.rows, got.first, "index", got.names, found=got.found)
+        except REDIS_FAILURES:
+            metrics.REDIS_ERRORS.inc()
+    _, ranks = await pg_ranks(services, board, [user_id])
+    rank = ranks[user_id][0]
+    if rank is None:
+        return _Rows(0, [], 0, "database", found=False)
+    start = max(0, rank - 1 - radius)
+    total, rows, first = await pg_page(services, board, start, rank - 1 - start + radius + 1)
+    return _Rows(total, rows, first, "database")
 
 
 async def board_ranks(
@@ -186,11 +243,17 @@ async def _entries(
     services: Services,
     boards: Boards,
     board: Board,
-    rows: list[Row],
+    got: _Rows,
     competition: bool,
 ) -> list[Entry]:
-    names = await usernames(services, [r[1] for r in rows])
-    times = await pg_times(services, board, [r[1] for r in rows if r[3] is None])
+    rows = got.rows
+    ids = [r[1] for r in rows]
+    if got.source == "index":
+        names = await fill_missing(services, got.names, ids)
+    else:
+        names = await usernames(services, ids)
+    untimed = [r[1] for r in rows if r[3] is None]
+    times = await pg_times(services, board, untimed) if untimed else {}
     entries = []
     prev_value: int | None = None
     prev_rank = 0
@@ -198,24 +261,24 @@ async def _entries(
         rank = pos + 1
         if competition:
             if prev_value is None:
-                rank = await _competition_rank(services, boards, board, value, pos)
+                rank = await _competition_rank(services, boards, board, value, got) + 1
             elif value == prev_value:
                 rank = prev_rank
-        achieved = _ms_to_dt(ms) if ms is not None else times.get(uid)
+        achieved = ms_to_dt(ms) if ms is not None else times.get(uid)
         entries.append(Entry(rank, uid, names.get(uid, f"user{uid}"), value, achieved))
         prev_value, prev_rank = value, rank
     return entries
 
 
 async def _competition_rank(
-    services: Services, boards: Boards, board: Board, value: int, pos: int
+    services: Services, boards: Boards, board: Board, value: int, got: _Rows
 ) -> int:
-    if _index_ready(boards):
-        try:
-            return await redis_competition_base(services, board, value) + 1
-        except REDIS_FAILURES:
-            metrics.REDIS_ERRORS.inc()
-    return await pg_better_than(services, board, value) + 1
+    """How many members rank strictly better than the first row (`value`)."""
+    if got.better >= 0:
+        return got.better
+    if got.first == 0:
+        return 0
+    return await pg_better_than(services, board, value)
 
 
 async def top_page(
@@ -228,20 +291,50 @@ async def top_page(
     limit: int = 10,
     competition: bool = False,
     cursor: str | None = None,
+    live: LiveTops | None = None,
 ) -> Page:
-    """A page of a board, best first."""
+    """A page of a board, best first; a top page from `live` when it has it current."""
     if not 1 <= limit <= MAX_LIMIT:
         raise invalid("limit out of range", {"limit": f"1..{MAX_LIMIT}"})
     if not 0 <= offset <= MAX_OFFSET:
         raise invalid("offset out of range", {"offset": f"0..{MAX_OFFSET}"})
     board = await resolve_board(services, boards, game, period, at)
-    total, rows, first = await _page_rows(services, boards, board, offset, limit, cursor)
-    entries = await _entries(services, boards, board, rows, competition)
+    if live is not None and offset == 0 and cursor is None:
+        page = live(board, limit, competition)
+        if page is not None:
+            metrics.LIVE_PAGES.inc()
+            return page
+    got = await _page_rows(services, boards, board, offset, limit, cursor, competition)
+    entries = await _entries(services, boards, board, got, competition)
     next_cursor = None
-    if rows and first + len(rows) < total:
-        last = rows[-1]
-        next_cursor = encode_cursor(board.id, first + len(rows), last[4])
-    return Page(game, board.period, board.start, total, entries, next_cursor)
+    rows = got.rows
+    if rows and got.first + len(rows) < got.total:
+        next_cursor = encode_cursor(board.id, got.first + len(rows), rows[-1][4])
+    return Page(game, board.period, board.start, got.total, entries, next_cursor, got.source)
+
+
+class TopRows(msgspec.Struct):
+    """The top of a board as a hub's window takes it: entries, each row's reached_seq
+    (-1 unknown: PostgreSQL's rows carry no member) and reached time as the member holds
+    it (ms, 0 unknown), and the total."""
+
+    total: int
+    entries: list[Entry]
+    reached: list[int]
+    at: list[int]
+    source: Source
+
+
+async def top_rows(
+    services: Services, boards: Boards, game: str, period: str, start: date, limit: int
+) -> TopRows:
+    """The first `limit` rows of a board (ordinal ranks), for a hub's top window."""
+    board = await resolve_board(services, boards, game, period, start)
+    got = await _page_rows(services, boards, board, 0, limit, None)
+    entries = await _entries(services, boards, board, got, False)
+    reached = [parse_member(r[4])[0] if r[4] else -1 for r in got.rows]
+    at = [r[3] or 0 for r in got.rows]
+    return TopRows(got.total, entries, reached, at, got.source)
 
 
 def percentile(rank: int | None, total: int) -> float | None:
@@ -296,15 +389,11 @@ async def around(
         raise invalid("radius out of range", {"radius": f"0..{MAX_RADIUS}"})
     _check_users([user_id])
     board = await resolve_board(services, boards, game, period, at)
-    total, ranks = await board_ranks(services, boards, board, [user_id])
-    rank = ranks[user_id][0]
-    if rank is None:
+    got = await _around_rows(services, boards, board, user_id, radius)
+    if not got.found:
         raise not_found("the user is not on this board")
-    start = max(0, rank - 1 - radius)
-    count = rank - 1 - start + radius + 1
-    total, rows, _ = await _page_rows(services, boards, board, start, count, None)
-    entries = await _entries(services, boards, board, rows, False)
-    return Page(game, board.period, board.start, total, entries, None)
+    entries = await _entries(services, boards, board, got, False)
+    return Page(game, board.period, board.start, got.total, entries, None, got.source)
 
 
 class MemberRank(msgspec.Struct):

@@ -12,7 +12,7 @@ from redis.commands.core import AsyncScript
 
 from podium.boards.index import BoardIndex
 from podium.boards.model import GameCache
-from podium.boards.scripts import Scripts
+from podium.boards.scripts import Scripts, source
 from podium.boards.sources import RANKS_LUA
 from podium.boards.writer import Writer
 from podium.services import Services
@@ -31,6 +31,7 @@ class Boards:
         )
         self.writer = Writer(services.pool, self.scripts, self.index, settings.retention_days)
         self.ranks_script: AsyncScript = services.redis.register_script(RANKS_LUA)
+        self.page_script: AsyncScript = services.redis.register_script(source("page"))
         # Reports are costly scans: at most `report_concurrency` run at once.
         self.report_slots = asyncio.Semaphore(max(1, settings.report_concurrency))
 

@@ -69,39 +69,60 @@ def postgres() -> Iterator[None]:
 # --- Redis -----------------------------------------------------------------------------
 
 
+class RedisPage(msgspec.Struct):
+    """What page.lua answers: the board's total, the rows, and their cached names."""
+
+    total: int
+    rows: list[Row]
+    first: int
+    names: dict[int, str]
+    # Members strictly better than the first row (competition ranking), or -1.
+    better: int = -1
+    # The around user is on the board (always True for a plain page).
+    found: bool = True
+
+
 async def redis_page(
-    services: Services, board: Board, offset: int, limit: int, after: str | None = None
-) -> tuple[int, list[Row], int]:
-    """(total, rows, first position); `after` (a cursor's member) moves `offset` to the
-    row after that member while it is still on the board."""
+    services: Services,
+    script: AsyncScript,
+    board: Board,
+    offset: int,
+    limit: int,
+    after: str | None = None,
+    *,
+    competition: bool = False,
+    around: tuple[int, int] | None = None,
+) -> RedisPage:
+    """A page, its total and its names in one call (page.lua). `after` (a cursor's
+    member) moves `offset` to the row after that member while it is still on the board;
+    `around` (user id, radius) makes the page that user's neighbourhood."""
     keys = services.keys
     key = keys.zset(board.id)
-    if after:
-        rank = await services.redis.zrank(key, after)
-        offset = int(rank) + 1 if isinstance(rank, int) else offset
-    async with services.redis.pipeline(transaction=False) as pipe:
-        pipe.exists(keys.epoch)
-        pipe.zcard(key)
-        pipe.zrange(key, offset, offset + limit - 1, withscores=True)
-        complete, total, rows = await pipe.execute()
-    if not complete:
-        raise Untrusted("no epoch: the index is lost or incomplete")
-    out = []
+    user, radius = around if around is not None else ("", 0)
+    packed = await script(
+        keys=[key, keys.members(board.id), keys.epoch, keys.names],
+        args=[offset, limit, after or "", "1" if competition else "0", user, radius],
+    )
     try:
-        for i, (raw_member, score) in enumerate(rows):
-            _, uid, ms = parse_member(raw_member)
-            value = from_zscore(score, board.descending)
-            out.append((offset + i, uid, value, ms, raw_member.decode()))
-    except (ValueError, IndexError, OverflowError) as exc:
-        raise Untrusted(f"a member that does not parse: {exc}") from None
-    return total, out, offset
-
-
-async def redis_competition_base(services: Services, board: Board, value: int) -> int:
-    """How many members rank strictly better than `value`."""
-    keys = services.keys
-    zscore = -value if board.descending else value
-    return int(await services.redis.zcount(keys.zset(board.id), "-inf", f"({zscore}"))
+        raw = msgspec.msgpack.decode(packed)
+        total = int(raw[0])
+        if total < 0:
+            raise Untrusted("no epoch, or an entry that does not parse")
+        first = int(raw[1])
+        if first < 0:
+            return RedisPage(total, [], 0, {}, found=False)
+        better = int(raw[2])
+        rows: list[Row] = []
+        names: dict[int, str] = {}
+        for i, j in enumerate(range(3, len(raw), 3)):
+            member, score, name = raw[j], raw[j + 1], raw[j + 2]
+            _, uid, ms = parse_member(member)
+            rows.append((first + i, uid, from_zscore(float(score), board.descending), ms, member))
+            if isinstance(name, str):
+                names[uid] = name
+    except (ValueError, IndexError, TypeError, OverflowError, msgspec.DecodeError) as exc:
+        raise Untrusted(f"an answer that does not parse: {exc}") from None
+    return RedisPage(total, rows, first, names, better)
 
 
 async def redis_ranks(

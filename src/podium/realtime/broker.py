@@ -56,6 +56,11 @@ class Broker(Protocol):
     async def unsubscribe(self, channel: str) -> None:
         """Drop one local subscriber; the last one leaves the channel."""
 
+    @property
+    def up(self) -> bool:
+        """Connected now: every publish to a subscribed channel reaches `listen()`."""
+        ...
+
     async def publish(self, channel: str, data: bytes) -> None: ...
 
     def listen(self) -> AsyncIterator[Event]:
@@ -100,6 +105,10 @@ class LocalBroker:
 
     async def unsubscribe(self, channel: str) -> None:
         self._channels.remove(channel)
+
+    @property
+    def up(self) -> bool:
+        return True
 
     @property
     def channels(self) -> set[str]:
@@ -194,6 +203,10 @@ class RedisBroker:
         self.on_lost: Callable[[], None] | None = None
         self.on_synced: Callable[[], None] | None = None
         self.reconnects = 0
+
+    @property
+    def up(self) -> bool:
+        return self.connected.is_set()
 
     @property
     def channels(self) -> set[str]:

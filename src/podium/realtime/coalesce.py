@@ -26,13 +26,32 @@ class TopWindow:
         self.pushed_seq = -1
         self.pushed: list[Row] = []
         self._snapshot: str | None = None
+        # What a top page needs beside (user, value), aligned with `current`: each row's
+        # reached_seq and reached time (ms, 0 unknown), and the board's total (-1 unknown).
+        self.reached: list[int] = []
+        self.at: list[int] = []
+        self.total = -1
 
-    def reset(self, seq: int, rows: list[Row]) -> None:
+    def reset(
+        self,
+        seq: int,
+        rows: list[Row],
+        total: int = -1,
+        reached: list[int] | None = None,
+        at: list[int] | None = None,
+    ) -> None:
         """Replace both states with a fresh read of the board."""
         self.seq = self.pushed_seq = seq
         self.pushed = rows
         self.current = [(r.user_id, r.score) for r in rows]
         self._snapshot = None
+        self._extras(total, reached or [], at or [])
+
+    def _extras(self, total: int, reached: list[int], at: list[int]) -> None:
+        if len(reached) == len(at) == len(self.current):
+            self.reached, self.at, self.total = reached, at, total
+        else:  # not told: the window serves no page until a change or read tells it
+            self.reached, self.at, self.total = [], [], -1
 
     def fold(self, change: BoardChange) -> bool:
         """Take a change newer than what we hold; False if it is stale."""
@@ -41,6 +60,7 @@ class TopWindow:
         self.seq = change.seq
         if not change.resync:
             self.current = [(uid, value) for uid, value, _reached in change.top]
+            self._extras(change.total, [r for _, _, r in change.top], change.at)
         return True
 
     def pending(self) -> bool:
@@ -51,6 +71,16 @@ class TopWindow:
             uid != row.user_id or value != row.score
             for (uid, value), row in zip(self.current, self.pushed, strict=True)
         )
+
+    def rename(self, user_id: int, username: str) -> bool:
+        """Put a changed display name on the pushed rows; False when the user is not here."""
+        found = False
+        for row in self.pushed:
+            if row.user_id == user_id:
+                row.username = username
+                self._snapshot = None
+                found = True
+        return found
 
     def unnamed(self) -> set[int]:
         known = {row.user_id for row in self.pushed}

@@ -14,6 +14,7 @@ from podium.boards.members import board_id
 from podium.boards.ranks import Page
 from podium.protocol import PageMsg, PageRow, RankMsg, SeedPage, SeedRow, encode_text
 from podium.realtime.coalesce import TopWindow
+from podium.realtime.live import LiveTop
 from podium.realtime.session import Session
 from podium.validation import Period
 
@@ -55,6 +56,8 @@ class Feed:
         self.reload_due = False
         # The broker generation this feed's read is good for (0: not subscribed yet).
         self.generation = 0
+        # The top as the last tick left it, for top pages from memory (None: none).
+        self.live: LiveTop | None = None
 
     @property
     def key(self) -> str:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import datetime
 from typing import Any
 
 from podium import metrics
@@ -20,18 +21,17 @@ from podium.auth.denylist import Denylist
 from podium.auth.revocation import RecentRevocations, deny_ttl
 from podium.auth.tokens import Principal
 from podium.boards.members import board_id
+from podium.boards.ranks import Page
 from podium.boards.runtime import Boards
+from podium.boards.sources import Board
 from podium.errors import WS_GOING_AWAY, WS_PERIOD_ENDED, WS_REVOKED
 from podium.periods import parse_period, period_start
-from podium.protocol import (
-    Row,
-    board_change_decoder,
-    encode_text,
-)
+from podium.protocol import NameChange, board_change_decoder, encode_text, name_change_decoder
 from podium.realtime.broker import Broker, Event
 from podium.realtime.direct import text_frame
 from podium.realtime.feeds import Feed, PageKey, PageWatch, page_text, rank_text
-from podium.realtime.reads import BoardReads, Reads
+from podium.realtime.live import live_page, live_top, renamed, servable
+from podium.realtime.reads import BoardReads, Reads, TopRead
 from podium.realtime.session import Session
 from podium.realtime.session_core import Limits
 from podium.services import Services
@@ -62,6 +62,10 @@ class Hub:
         self.keys = services.keys
         self.tick_s = max(services.settings.tick_ms, 1) / 1000
         self.refresh_retry_s = REFRESH_RETRY_S
+        # A live page needs a tick within this long (else the ticker is stuck or late).
+        self.live_max_age_s = max(1.0, 5 * self.tick_s)
+        self.tick_at: datetime | None = None
+        self.tick_mono = 0.0
         self.feeds: dict[str, Feed] = {}
         self.sessions: set[Session] = set()
         self.by_user: dict[int, set[Session]] = {}
@@ -95,6 +99,7 @@ class Hub:
         self.broker.on_lost = self._channel_lost
         self.broker.on_synced = self._channel_synced
         confirmed = await self.broker.subscribe(self.services.keys.revocations)
+        await self.broker.subscribe(self.services.keys.renames)
         # From here on a resubscription includes the revocations channel; before it,
         # a reload could finish before the channel is heard.
         self._denials_subscribed = True
@@ -235,7 +240,7 @@ class Hub:
             del self.feeds[feed.board]
             await self.broker.unsubscribe(self.keys.channel(feed.board))
 
-    async def _read_top(self, feed: Feed) -> tuple[int, list[Row]]:
+    async def _read_top(self, feed: Feed) -> TopRead:
         return await self.reads.top(feed.board, feed.game, feed.period, feed.start, TOP_N)
 
     async def _load(self, feed: Feed) -> None:
@@ -244,16 +249,39 @@ class Hub:
         generation = self.broker.generation
         confirmed = await self.broker.subscribe(self.keys.channel(feed.board))
         feed.generation = generation if confirmed else 0
-        seq, rows = await self._read_top(feed)
+        read = await self._read_top(feed)
         top = feed.top
-        if top.seq > seq:
+        if top.seq > read.seq:
             # A change arrived while we read: keep it, push it as a diff next tick.
             current, newest = top.current, top.seq
-            top.reset(seq, rows)
+            extras = top.total, top.reached, top.at
+            top.reset(read.seq, read.rows)
             top.current, top.seq = current, newest
+            top.total, top.reached, top.at = extras
             feed.dirty = True
         else:
-            top.reset(seq, rows)
+            top.reset(read.seq, read.rows, read.total, read.reached, read.at)
+            feed.live = live_top(top)
+
+    def live_page(self, board: Board, limit: int, competition: bool) -> Page | None:
+        """A top page of `board` from its window, when this process watches the board and
+        the window is current to the last tick; else None (the caller reads the index)."""
+        feed = self.feeds.get(board.id)
+        if feed is None or feed.live is None or self.tick_at is None:
+            return None
+        if (
+            feed.reload_due
+            or not feed.generation
+            or feed.generation < self.broker.generation  # reconnected: changes lost
+            or not self.broker.up  # disconnected: changes are being lost now
+            or not self.boards.index.ready  # Redis lost or rebuilding: resync to come
+            or time.monotonic() - self.tick_mono > self.live_max_age_s  # ticks stalled
+            or not servable(feed.live, limit)
+        ):
+            return None
+        return live_page(
+            feed.live, feed.game, feed.period, feed.start, limit, competition, self.tick_at
+        )
 
     def watch_top(self, feed: Feed, session: Session, since: int | None) -> None:
         if session not in feed.watchers:
@@ -341,6 +369,9 @@ class Hub:
         if channel == self.services.keys.revocations:
             self.revoke(data.decode(errors="replace"))
             return
+        if channel == self.services.keys.renames:
+            self.rename(name_change_decoder.decode(data))
+            return
         feed = self.feeds.get(self.keys.board_of_channel(channel))
         if feed is None:
             return
@@ -353,6 +384,13 @@ class Hub:
             elif change.ts:
                 feed.published_ms = change.ts
             feed.dirty = True
+
+    def rename(self, change: NameChange) -> None:
+        """A display name changed: the windows holding that user show the new one (in
+        snapshots, the next diffs that carry the row, and top pages from memory)."""
+        for feed in self.feeds.values():
+            if feed.top.rename(change.user_id, change.username) and feed.live is not None:
+                feed.live = renamed(feed.live, change.user_id, change.username)
 
     # -- the tick: at most one push per board ------------------------------------------
 
@@ -387,6 +425,10 @@ class Hub:
         dirty = [f for f in self.feeds.values() if f.dirty and f.loaded.done()]
         if dirty:
             await self._push_tops(dirty)
+        # Every window is now current to this tick (changes that arrive from here on wait
+        # for the next one): what a live top page's `as_of` says.
+        self.tick_at = self.services.clock.now()
+        self.tick_mono = time.monotonic()
         if self._refresh is None or self._refresh.done():
             now = time.monotonic()
             due = [f for f in self.feeds.values() if f.refresh_due and now >= f.refresh_after]
@@ -420,13 +462,14 @@ class Hub:
 
     async def _reload(self, feed: Feed) -> None:
         try:
-            seq, rows = await self._read_top(feed)
+            read = await self._read_top(feed)
         except Exception as exc:
             log.warning("board resync failed", extra={"board": feed.board, "error": repr(exc)})
             return  # reload_due stays set: try again next tick
         feed.reload_due = False
         feed.dirty = False
-        feed.top.reset(seq, rows)
+        feed.top.reset(read.seq, read.rows, read.total, read.reached, read.at)
+        feed.live = live_top(feed.top)
         text = feed.top.snapshot_text()
         for session in feed.watchers:
             session.resync(feed.key, text)
@@ -450,6 +493,7 @@ class Hub:
             if feed.pages or feed.mine:
                 feed.refresh_due = True
             diff = feed.top.take_diff(names)
+            feed.live = live_top(feed.top)  # what this tick made current, for top pages
             if diff is None or not feed.watchers:
                 continue
             text = encode_text(diff)  # once, for every socket on this board

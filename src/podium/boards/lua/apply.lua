@@ -73,13 +73,14 @@ local function top10(board, desc)
   local top = {}
   for j = 1, #raw, 2 do
     -- member = "reached_seq:user_id[:reached_at_ms]"
-    local reached, user = string.match(raw[j], '^(%d+):(%d+)')
+    local reached, user, at = string.match(raw[j], '^(%d+):(%d+):?(%d*)')
     local value = tonumber(raw[j + 1])
     if desc then value = -value end
     top[#top + 1] = {
       user = user,
       value = int_text(value),
       reached = int_text(tonumber(reached)),
+      at = at ~= '' and at or '0',
     }
   end
   return top
@@ -228,8 +229,9 @@ local now_ms = int_text(tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_
 for _, board in ipairs(order) do
   local after = top10(board, desc_of[board])
   local was, now = positions(before[board]), positions(after)
-  local entered, left, moved, top = {}, {}, {}, {}
+  local entered, left, moved, top, at = {}, {}, {}, {}, {}
   for j, entry in ipairs(after) do
+    at[j] = entry.at
     if not was[entry.user] then
       entered[#entered + 1] = entry.user
     elseif was[entry.user] ~= j then
@@ -246,7 +248,9 @@ for _, board in ipairs(order) do
   local message = '{"board":' .. cjson.encode(board) .. ',"seq":' .. int_text(seq)
     .. ',"top":[' .. table.concat(top, ',') .. ']'
     .. ',"entered":' .. json_users(entered) .. ',"left":' .. json_users(left)
-    .. ',"moved":' .. json_users(moved) .. ',"changed":' .. json_users(changed[board]) .. ',"ts":' .. now_ms .. '}'
+    .. ',"moved":' .. json_users(moved) .. ',"changed":' .. json_users(changed[board])
+    .. ',"at":' .. json_users(at) .. ',"total":' .. int_text(redis.call('ZCARD', prefix .. k.zset .. board))
+    .. ',"ts":' .. now_ms .. '}'
   redis.call('PUBLISH', prefix .. k.channel .. board, message)
 end
 return cmsgpack.pack(out)
