@@ -63,6 +63,10 @@ class Page(msgspec.Struct, kw_only=True):
     total: int
     entries: list[Entry]
     next_cursor: str | None
+    # "live": from the answering instance's in-memory window, current to `as_of`;
+    # "index": Redis; "database": PostgreSQL while the index is rebuilt.
+    source: str = "index"
+    as_of: datetime | None = None
 
 
 class UserRank(msgspec.Struct, kw_only=True):
