@@ -124,5 +124,6 @@ def test_bench_table_makes_the_issue_rows_from_json(tmp_path: Path) -> None:
                             text=True, check=True)  # fmt: skip
     row = next(x for x in result.stdout.splitlines() if "4 add-score writers" in x)
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[1:] == ["200 (100\N{EN DASH}300)", "1.0 / 2.0", "20.0 (10.0\N{EN DASH}30.0)",
-                         "2.0", "n/a", "n/a"]  # fmt: skip
+    dash = "\N{EN DASH}"
+    assert cells[1:] == [f"200 (100{dash}300)", f"1.0 (1.0{dash}1.0) / 2.0 (2.0{dash}2.0)",
+                         f"20.0 (10.0{dash}30.0)", f"2.0 (2.0{dash}2.0)", "n/a", "n/a"]  # fmt: skip

@@ -236,9 +236,9 @@ async def memory(env: Env, opt: Options) -> dict[str, Any]:
     before = _rss(proc)
     urls = [f"{server.ws_url}/ws/v1/scoreboard?game={game}" for _ in range(opt.subscribers)]
     tokens: list[str | None] = [accounts[i % len(accounts)].token for i in range(len(urls))]
-    pool = SubscriberPool(urls, tokens, opt.procs, opt.client_cpu, opt.subscriber)
     # The window is the connects (handshake, token check, first snapshot): CPU per socket.
     meter = env.meter().start()
+    pool = SubscriberPool(urls, tokens, opt.procs, opt.client_cpu, opt.subscriber)
     await pool.ready()
     meter.stop()
     await asyncio.sleep(1.0)  # let allocator and buffers settle before reading RSS
