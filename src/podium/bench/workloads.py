@@ -152,8 +152,9 @@ async def _fanout(
         "server_us_per_push": round(cpu * 1e6 / pushes, 2) if pushes else None,
         "server_rss_mb": round(_rss(proc) / 2**20, 1),
         "server_rss_before_mb": round(rss / 2**20, 1),
-        # Per push received by a socket; the write path's CPU is in it too.
-        "cpu": meter.report(pushes, "push"),
+        # Per push received by a socket in the window (not the snapshots of the
+        # connects, which server_us_per_push counts); the write path's CPU is in it too.
+        "cpu": meter.report(pool.window_frames, "push"),
         "cpu_per_write": meter.report(len(log.acked), "write"),
         "subscriber": pool.kind,
         # CPU of the subscriber processes over their whole life (connect included).
