@@ -47,6 +47,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         active=args.active,
         sample_every=args.sample_every,
         warmup=args.warmup,
+        subscriber=args.subscriber,
+        workers=args.workers,
     )
     pin(args.client_cpu)
     raise_fd_limit()
@@ -66,6 +68,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             server_cpu=args.server_cpu,
             redis_url=args.redis_url,
             database_url=args.database_url,
+            workers=args.workers,
+            python=args.server_python,
         ) as env:
             if name == "writes":
                 results["writes"] = await workloads.writes(env, opt)
@@ -145,6 +149,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--sample-every", type=float, default=5.0, help="seconds between samples")
     p.add_argument("--warmup", type=float, help="seconds of load before RSS must be flat "
                    "(soak; default a fifth of --duration)")  # fmt: skip
+    p.add_argument("--subscriber", choices=("picows", "websockets"), default="picows",
+                   help="subscriber client: picows (C frame parsing, one cached decode per "
+                   "distinct push) or the pure-Python websockets one (to compare)")  # fmt: skip
+    p.add_argument("--workers", type=int, default=1,
+                   help="`podium serve --workers N` (passed only when N > 1); CPU is "
+                   "summed over the server's worker processes")  # fmt: skip
+    p.add_argument("--server-python",
+                   help="interpreter that runs `podium serve`, migrate and seed (e.g. another "
+                   "checkout's .venv/bin/python, to measure its code with this bench)")  # fmt: skip
     p.add_argument("--server-cpu", type=int, help="pin the server(s) to this CPU (taskset)")
     p.add_argument("--client-cpu", type=int, help="pin the load to this CPU")
     p.add_argument("--redis-url", help="use this Redis instead of an embedded Valkey")

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import msgspec
 
+from podium.bench.cpu import Meter, meter_for
 from podium.embedded import embedded_stores, free_port
 
 BENCH_PASSWORD = "bench-password-1"
@@ -109,8 +110,14 @@ class Env:
         redis_url: str | None = None,
         database_url: str | None = None,
         extra_env: dict[str, str] | None = None,
+        workers: int = 1,
+        python: str | None = None,
     ) -> None:
         self.instances = instances
+        self.workers = workers
+        # The interpreter that runs `podium serve` and the setup commands: another
+        # checkout's venv measures that code with this bench (before/after).
+        self.python = python or sys.executable
         self.server_cpu = server_cpu
         self.redis_url = redis_url
         self.database_url = database_url
@@ -142,24 +149,11 @@ class Env:
             "PODIUM_DB_SCHEMA": f"bench_{uuid.uuid4().hex[:8]}",
             "PODIUM_REDIS_PREFIX": f"bench{uuid.uuid4().hex[:8]}:",
         }
-        subprocess.run(
-            [sys.executable, "-m", "podium", "migrate"],
-            env=self.env,
-            check=True,
-            capture_output=True,
-        )
+        self.cli("migrate")
         for _ in range(self.instances):
             port = free_port()
             proc = subprocess.Popen(
-                [
-                    *_taskset(self.server_cpu),
-                    sys.executable,
-                    "-m",
-                    "podium",
-                    "serve",
-                    "--port",
-                    str(port),
-                ],
+                self.serve_command(port),
                 env=self.env,
                 stdout=subprocess.DEVNULL,
                 stderr=open(self.tmp / f"server-{port}.log", "wb"),
@@ -169,6 +163,28 @@ class Env:
             await wait_ready(server.url)
         self.admin = await self._make_admin()
         return self
+
+    def serve_command(self, port: int) -> list[str]:
+        """`podium serve` on `port`, pinned; `--workers` only when more than one, so a
+        serve without the flag stays measurable."""
+        workers = ["--workers", str(self.workers)] if self.workers > 1 else []
+        return [*_taskset(self.server_cpu), self.python, "-m", "podium", "serve",
+                "--port", str(port), *workers]  # fmt: skip
+
+    def cli(self, *args: str) -> str:
+        """Run `podium ARGS` against these stores (the server's interpreter); its stdout."""
+        done = subprocess.run(
+            [self.python, "-m", "podium", *args], env=self.env, capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"podium {args[0]} failed: {done.stderr[-2000:]}")
+        return done.stdout
+
+    def meter(self, servers: list[Server] | None = None) -> Meter:
+        """A CPU meter over `servers` (default: all, with their workers), PostgreSQL
+        and Valkey."""
+        chosen = self.servers if servers is None else servers
+        return meter_for([s.pid for s in chosen], self.env["REDIS_URL"], self.env["DATABASE_URL"])
 
     async def __aexit__(self, *exc: object) -> None:
         for server in self.servers:
@@ -186,23 +202,8 @@ class Env:
 
     async def _make_admin(self) -> Account:
         name = f"admin{uuid.uuid4().hex[:8]}"
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "podium",
-                "create-admin",
-                "--username",
-                name,
-                "--email",
-                f"{name}@bench.invalid",
-                "--password",
-                BENCH_PASSWORD,
-            ],
-            env=self.env,
-            check=True,
-            capture_output=True,
-        )
+        self.cli("create-admin", "--username", name, "--email", f"{name}@bench.invalid",
+                 "--password", BENCH_PASSWORD)  # fmt: skip
         async with httpx.AsyncClient(base_url=self.servers[0].url + "/api/v1") as http:
             return await login(http, name)
 

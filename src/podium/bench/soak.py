@@ -11,9 +11,10 @@ from typing import Any
 
 import psutil
 
-from podium.bench.clients import SubscriberPool, WriteLog, ws_writer
+from podium.bench.clients import WriteLog, ws_writer
 from podium.bench.harness import Env
 from podium.bench.stats import summary_ms
+from podium.bench.subscribers import SubscriberPool
 
 # After warm-up, RSS within this spread counts as flat (the brief's criterion).
 FLAT_PCT = 10.0
@@ -90,7 +91,7 @@ async def soak(env: Env, opt: Any) -> dict[str, Any]:
             samples.append(_sample(proc, t0, phase[0]))
 
     sampling = asyncio.create_task(sampler())
-    pool = SubscriberPool(urls, tokens, opt.procs, opt.client_cpu)
+    pool = SubscriberPool(urls, tokens, opt.procs, opt.client_cpu, opt.subscriber)
     try:
         await pool.ready()
         connect_s = time.monotonic() - t0

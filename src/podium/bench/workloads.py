@@ -13,14 +13,15 @@ import psutil
 
 from podium.bench.clients import (
     RawHttp,
-    SubscriberPool,
     WriteLog,
     floor_writer,
     http_writer,
     ws_writer,
 )
+from podium.bench.cpu import Group, Meter
 from podium.bench.harness import Env, Server, floor_server
 from podium.bench.stats import percentile, summary_ms
+from podium.bench.subscribers import SubscriberPool
 
 
 class Options:
@@ -47,6 +48,8 @@ class Options:
         self.active: int = kw.get("active", 100)
         self.sample_every: float = kw.get("sample_every", 5.0)
         self.warmup: float | None = kw.get("warmup")
+        self.subscriber: str = kw.get("subscriber", "picows")
+        self.workers: int = kw.get("workers", 1)
 
 
 def _proc(server: Server) -> psutil.Process | None:
@@ -79,8 +82,7 @@ async def writes(env: Env, opt: Options) -> dict[str, Any]:
         accounts = await env.users(k)
         game = await env.game(operator="sum")
         log = WriteLog()
-        proc = _proc(server)
-        cpu0 = _cpu(proc)
+        meter = env.meter().start()
         log.started = time.monotonic()
         until = log.started + opt.duration
         if transport == "ws":
@@ -91,12 +93,13 @@ async def writes(env: Env, opt: Options) -> dict[str, Any]:
             jobs = [http_writer(server.url, a.token, game, lambda: 1, log, until) for a in accounts]
         await asyncio.gather(*jobs)
         log.ended = time.monotonic()
+        meter.stop()
         out[transport] = {
             "writers": k,
             "writes_per_s": round(log.rate),
             **summary_ms(log.latencies),
             "errors": log.errors,
-            "server_cpu_s": round(_cpu(proc) - cpu0, 2),
+            "cpu": meter.report(len(log.latencies), "write"),
         }
     return out
 
@@ -109,18 +112,21 @@ async def _fanout(
     tokens: list[str | None],
     writer_job: Any,
     log: WriteLog,
+    meter: Meter,
 ) -> dict[str, Any]:
-    pool = SubscriberPool(sub_urls, tokens, opt.procs, opt.client_cpu)
+    pool = SubscriberPool(sub_urls, tokens, opt.procs, opt.client_cpu, opt.subscriber)
     await pool.ready()
     proc = _proc(sub_server)
     wproc = _proc(write_server) if write_server is not sub_server else None
     cpu0, wcpu0 = _cpu(proc), _cpu(wproc)
     rss = _rss(proc)
     client0 = psutil.Process().cpu_times()
+    meter.start()
     log.started = time.monotonic()
     await writer_job(log.started + opt.duration)
     log.ended = time.monotonic()
     await asyncio.sleep(opt.grace)  # let the last coalesced pushes land
+    meter.stop()
     cpu = _cpu(proc) - cpu0
     scores = [s for s, _ in log.acked]
     first, last, pushes, missing = await pool.finish(scores)
@@ -146,8 +152,16 @@ async def _fanout(
         "server_us_per_push": round(cpu * 1e6 / pushes, 2) if pushes else None,
         "server_rss_mb": round(_rss(proc) / 2**20, 1),
         "server_rss_before_mb": round(rss / 2**20, 1),
+        # Per push received by a socket in the window (not the snapshots of the
+        # connects, which server_us_per_push counts); the write path's CPU is in it too.
+        "cpu": meter.report(pool.window_frames, "push"),
+        "cpu_per_write": meter.report(len(log.acked), "write"),
+        "subscriber": pool.kind,
         # CPU of the subscriber processes over their whole life (connect included).
         "subscribers_cpu_s": round(pool.cpu_s, 2),
+        # ... and over the measured window, per frame they received in it.
+        "subscribers_window_cpu_s": round(pool.window_cpu_s, 2),
+        "subscriber_us_per_frame": pool.us_per_frame,
         "bench_main_cpu_s": round(
             (client1.user + client1.system) - (client0.user + client0.system), 2
         ),
@@ -184,7 +198,10 @@ async def fanout(env: Env, opt: Options, cluster: bool = False) -> dict[str, Any
         )
 
     log = WriteLog()
-    return await _fanout(opt, write_server, sub_server, urls, tokens, job, log)
+    # The cluster's figure is the subscribers' instance; the writes' instance is
+    # write_server_cpu_s.
+    meter = env.meter([sub_server])
+    return await _fanout(opt, write_server, sub_server, urls, tokens, job, log, meter)
 
 
 async def floor_fanout(opt: Options) -> dict[str, Any]:
@@ -207,7 +224,8 @@ async def floor_fanout(opt: Options) -> dict[str, Any]:
             await floor_writer(server.ws_url, next_score, log, until, pace, payload)
 
         log = WriteLog()
-        return await _fanout(opt, server, server, urls, [None] * len(urls), job, log)
+        meter = Meter({"server": Group.of_pids([server.pid])})
+        return await _fanout(opt, server, server, urls, [None] * len(urls), job, log, meter)
 
 
 async def memory(env: Env, opt: Options) -> dict[str, Any]:
@@ -219,8 +237,11 @@ async def memory(env: Env, opt: Options) -> dict[str, Any]:
     before = _rss(proc)
     urls = [f"{server.ws_url}/ws/v1/scoreboard?game={game}" for _ in range(opt.subscribers)]
     tokens: list[str | None] = [accounts[i % len(accounts)].token for i in range(len(urls))]
-    pool = SubscriberPool(urls, tokens, opt.procs, opt.client_cpu)
+    # The window is the connects (handshake, token check, first snapshot): CPU per socket.
+    meter = env.meter().start()
+    pool = SubscriberPool(urls, tokens, opt.procs, opt.client_cpu, opt.subscriber)
     await pool.ready()
+    meter.stop()
     await asyncio.sleep(1.0)  # let allocator and buffers settle before reading RSS
     after = _rss(proc)
     await pool.finish([])
@@ -231,20 +252,18 @@ async def memory(env: Env, opt: Options) -> dict[str, Any]:
         "rss_before_mb": round(before / 2**20, 1),
         "rss_after_mb": round(after / 2**20, 1),
         "kb_per_socket": round((after - before) / n / 1024, 2),
+        "cpu": meter.report(pool.connected, "connect"),
     }
 
 
 async def reads(env: Env, opt: Options) -> dict[str, Any]:
     """Top page, rank of a user and around a user on a board of `board_size` users."""
-    import msgspec
-
     from podium.bench.harness import login
-    from podium.seed import seed
-    from podium.settings import load_settings
 
-    settings = msgspec.structs.replace(load_settings(env.env), secret_key="unused")
     t = time.perf_counter()
-    await seed(settings, opt.board_size, 1, 1, 1, False, 7, progress=False)
+    # Through the CLI, so the load is the code under test's (see --server-python).
+    env.cli("seed", "--users", str(opt.board_size), "--games", "1", "--months", "1",
+            "--events-per-user", "1", "--seed", "7")  # fmt: skip
     load_s = time.perf_counter() - t
     server = env.servers[0]
     import httpx
@@ -274,6 +293,7 @@ async def reads(env: Env, opt: Options) -> dict[str, Any]:
         for _ in range(max(1, opt.repeat)):
             latencies: list[float] = []
             errors = [0]
+            meter = env.meter().start()
             until = time.monotonic() + opt.duration
             start = time.monotonic()
             await asyncio.gather(
@@ -283,20 +303,33 @@ async def reads(env: Env, opt: Options) -> dict[str, Any]:
                 )
             )
             span = time.monotonic() - start
+            meter.stop()
             runs.append(
                 {
                     "reads_per_s": round(len(latencies) / span),
                     **summary_ms(latencies),
                     "errors": errors[0],
+                    "cpu": meter.report(len(latencies), "read"),
                 }
             )
-        results[kind] = {
-            key: statistics.median(r[key] for r in runs)  # type: ignore[type-var]
-            for key in runs[0]
-        }
+        results[kind] = _median_run(runs)
         if len(runs) > 1:
             results[f"{kind}_runs"] = runs
     return results
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Field by field median of runs (nested dicts too); "n/a" when any run has none."""
+    out: dict[str, Any] = {}
+    for key, first in runs[0].items():
+        values = [r.get(key) for r in runs]
+        if isinstance(first, dict):
+            out[key] = _median_run(values)  # type: ignore[arg-type]
+        elif all(isinstance(v, (int, float)) for v in values):
+            out[key] = statistics.median(values)  # type: ignore[type-var]
+        else:
+            out[key] = first
+    return out
 
 
 async def _reader(
