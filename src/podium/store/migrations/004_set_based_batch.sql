@@ -51,6 +51,8 @@ DECLARE
     distinct_ids boolean;
     part podium_batch_row[];
     acc podium_batch_row[] := '{}';
+    -- Seqs are taken in batch order here, so the insert states them.
+    seq_name regclass := pg_get_serial_sequence('score_events', 'seq')::regclass;
 BEGIN
     IF n = 0 THEN
         RETURN;
@@ -155,7 +157,9 @@ BEGIN
                    AND q4.game_id = 'global' AND q4.period = 'month'
                    AND q4.period_start = b.starts[4] AND q4.user_id = b.user_id
         ),
-        c AS (
+        -- MATERIALIZED: inlined, every use of a derived column (n1, gn1, overflow, the
+        -- window sum) would repeat its whole expression, subqueries included.
+        c AS MATERIALIZED (
             SELECT o.*,
                    CASE WHEN o.refused IS NULL THEN podium_next_value(o.op, o.descending, o.o1, o.v) END AS n1,
                    CASE WHEN o.refused IS NULL THEN podium_next_value(o.op, o.descending, o.o2, o.v) END AS n2,
@@ -183,13 +187,13 @@ BEGIN
                    (c.n1 - coalesce(c.o1, c.baseline)) * c.sgn AS improvement
               FROM c
         ),
-        e AS (
+        e AS MATERIALIZED (
             SELECT d.*,
                    greatest(abs(d.n1), abs(d.n2), abs(d.n3), abs(d.n4), abs(d.gn1),
                             abs(d.gn2), abs(d.gn3), abs(d.gn4)) > 9007199254740991 AS overflow
               FROM d
         ),
-        f AS (
+        f AS MATERIALIZED (
             SELECT e.*,
                    CASE WHEN e.refused IS NULL AND NOT e.overflow AND e.max_delta IS NOT NULL
                              AND e.improvement > 0 THEN
@@ -207,7 +211,7 @@ BEGIN
                    END AS window_sum
               FROM e
         ),
-        s AS (
+        judged AS (
             SELECT f.*,
                    coalesce(f.refused, CASE
                        WHEN f.overflow THEN 'overflow'
@@ -219,6 +223,13 @@ BEGIN
                        'rank', NULL, 'previous_rank', NULL, 'duplicate', false) AS resp
               FROM f
         ),
+        -- Seqs follow batch order (nextval runs after the sort). Taken here rather than
+        -- from the insert's RETURNING, so no step below joins rows to the insert's.
+        s AS (
+            SELECT judged.*,
+                   CASE WHEN judged.st = 'ok' THEN nextval(seq_name) END AS new_seq
+              FROM judged ORDER BY judged.i
+        ),
         flagged AS (
             INSERT INTO score_flags (event_id, user_id, game_id, kind, input, action,
                 delta, window_sum, reason, created_at, client_addr, credential)
@@ -227,29 +238,30 @@ BEGIN
                    s.addr, s.cred
               FROM s WHERE s.st = 'suspicious' ORDER BY s.i
         ),
-        -- Seqs follow batch order. An event id another transaction committed meanwhile
-        -- is skipped here and answered below.
+        -- An event id another transaction committed meanwhile is skipped here and
+        -- answered below.
         ins AS (
-            INSERT INTO score_events AS se (event_id, user_id, game_id, kind, input,
+            INSERT INTO score_events AS se (seq, event_id, user_id, game_id, kind, input,
                 action, delta, value_before, value_after, created_at, client_addr,
                 credential, payload_hash, response)
-            SELECT s.event_id, s.user_id, s.game_id, s.kind, s.v, s.action,
+            OVERRIDING SYSTEM VALUE
+            SELECT s.new_seq, s.event_id, s.user_id, s.game_id, s.kind, s.v, s.action,
                    s.n1 - coalesce(s.o1, 0), s.o1, s.n1, s.created_at, s.addr, s.cred,
                    s.hash, s.resp
               FROM s WHERE s.st = 'ok' ORDER BY s.i
             ON CONFLICT (event_id) DO NOTHING
-            RETURNING se.event_id, se.seq
+            RETURNING se.seq
         ),
         -- The rows each applied write changes: per period where the game's value moved,
         -- the game's row, then (desc games) the global row.
         changed AS (
-            SELECT s.i, p.k, p.kind, ins.seq, s.user_id, s.created_at,
+            SELECT s.i, p.k, p.kind, s.new_seq AS seq, s.user_id, s.created_at,
                    CASE WHEN p.kind = 0 THEN s.game_id ELSE 'global' END AS game_id,
                    (ARRAY['all', 'day', 'week', 'month'])[p.k] AS period,
                    s.starts[p.k] AS period_start, p.val,
                    CASE WHEN p.kind = 1 AND p.val = p.qold THEN p.qreached
-                        ELSE ins.seq END AS reached
-              FROM s JOIN ins ON ins.event_id = s.event_id
+                        ELSE s.new_seq END AS reached
+              FROM s
              CROSS JOIN LATERAL (VALUES
                    (1, 0, s.o1, s.n1, NULL::bigint, NULL::bigint),
                    (1, 1, s.o1, s.gn1, s.q1, s.qr1),
@@ -257,7 +269,8 @@ BEGIN
                    (3, 0, s.o3, s.n3, NULL, NULL), (3, 1, s.o3, s.gn3, s.q3, s.qr3),
                    (4, 0, s.o4, s.n4, NULL, NULL), (4, 1, s.o4, s.gn4, s.q4, s.qr4)
              ) AS p(k, kind, old, val, qold, qreached)
-             WHERE (p.kind = 0 OR s.descending)
+             WHERE s.st = 'ok' AND s.new_seq IN (SELECT ins.seq FROM ins)  -- hashed
+               AND (p.kind = 0 OR s.descending)
                AND p.old IS DISTINCT FROM (ARRAY[s.n1, s.n2, s.n3, s.n4])[p.k]
         ),
         -- reached_seq moves only when the value changes: ties keep the earlier.
@@ -286,18 +299,19 @@ BEGIN
         )
         SELECT array_agg(ROW(
                    s.i,
-                   CASE WHEN s.st = 'ok' AND ins.seq IS NULL THEN 'race' ELSE s.st END,
-                   coalesce(ins.seq, s.prev_seq),
-                   CASE WHEN ins.seq IS NOT NULL THEN s.o1 ELSE s.prev_before END,
-                   CASE WHEN ins.seq IS NOT NULL THEN s.n1 ELSE s.prev_after END,
-                   CASE WHEN ins.seq IS NOT NULL THEN s.resp ELSE s.prev_response END,
+                   CASE WHEN s.st <> 'ok' THEN s.st
+                        WHEN s.new_seq IN (SELECT ins.seq FROM ins) THEN 'ok'
+                        ELSE 'race' END,
+                   CASE WHEN s.st = 'ok' THEN s.new_seq ELSE s.prev_seq END,
+                   CASE WHEN s.st = 'ok' THEN s.o1 ELSE s.prev_before END,
+                   CASE WHEN s.st = 'ok' THEN s.n1 ELSE s.prev_after END,
+                   CASE WHEN s.st = 'ok' THEN s.resp ELSE s.prev_response END,
                    coalesce(ro.games, '{}'), coalesce(ro.periods, '{}'),
                    coalesce(ro.starts, '{}'), coalesce(ro.vals, '{}'),
                    coalesce(ro.reached, '{}'), coalesce(ro.lasts, '{}')
                )::podium_batch_row)
           INTO part
           FROM s
-          LEFT JOIN ins ON ins.event_id = s.event_id
           LEFT JOIN rows_of ro ON ro.i = s.i;
 
         -- A write whose event id another transaction committed while this one waited on
