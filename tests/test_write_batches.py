@@ -320,3 +320,28 @@ def test_outcome_of_a_fresh_write_needs_no_decode() -> None:
             "duplicate": False,
         },
     )
+
+
+async def test_take_holds_busy_users_repeats_and_floods() -> None:
+    """Batch forming alone (no I/O): arrival order kept per user, a committing user's
+    writes wait, a repeated event id waits, one user fills at most MAX_PER_USER slots."""
+    from podium.boards.writer import MAX_PER_USER, _Pending
+
+    w = Writer(None, None, None, 30, max_batch=64)  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+
+    def pending(ws: list[Write]) -> list[_Pending]:
+        return [_Pending(x, loop.create_future(), 0.0) for x in ws]
+
+    flood = [write(1, "g", k) for k in range(MAX_PER_USER + 4)]
+    repeat = write(2, "g", 1)
+    others = [write(2, "g", 1, repeat.event_id), write(2, "g", 2), write(3, "g", 3)]
+    busy = write(4, "g", 4)
+    w._busy_users.add(4)
+    w._pending = pending([*flood, repeat, *others, busy])
+    batch = [p.write for p in w._take()]
+    assert batch == [*flood[:MAX_PER_USER], repeat, others[2]]
+    assert [p.write for p in w._pending] == [*flood[MAX_PER_USER:], *others[:2], busy]
+    # The batch's users and ids are busy now: nothing of theirs goes until it is done.
+    assert w._take() == []
+    assert w._busy_users == {1, 2, 3, 4}

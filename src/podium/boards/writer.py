@@ -46,6 +46,10 @@ MAX_PENDING = 16 * MAX_BATCH
 # the version-guarded apply.lua make overlapping commits safe; two keep PostgreSQL
 # busy while the server prepares the next batch and applies the last to Redis.
 IN_FLIGHT = 2
+# A user's writes in one batch: podium_apply_scores runs one statement per round (a
+# user's r-th write of the batch), so this bounds a batch's statements when one user
+# (or one credential writing for one user) floods the writer.
+MAX_PER_USER = 16
 RECENT_RANKS = 100_000
 
 _APPLY_SQL = (
@@ -249,24 +253,34 @@ class Writer:
 
     def _take(self) -> list[_Pending]:
         """The next batch, in arrival order, leaving for later the writes of a user (or
-        an event id) that a committing batch holds, and a repeated event id."""
+        an event id) that a committing batch holds, a repeated event id, and a user's
+        writes past `MAX_PER_USER`."""
         busy_users, busy_events = self._busy_users, self._busy_events
         batch: list[_Pending] = []
         left: list[_Pending] = []
         held: set[int] = set()  # users with a write left behind: their later ones wait
         events: set[uuid.UUID] = set()
+        per_user: dict[int, int] = {}
         pending = self._pending
         for n, item in enumerate(pending):
             if len(batch) >= self.max_batch:
                 left.extend(pending[n:])
                 break
             user, event = item.write.user_id, item.write.event_id
-            if user in busy_users or user in held or event in busy_events or event in events:
+            count = per_user.get(user, 0)
+            if (
+                user in busy_users
+                or user in held
+                or event in busy_events
+                or event in events
+                or count >= MAX_PER_USER
+            ):
                 held.add(user)
                 left.append(item)
                 continue
             batch.append(item)
             events.add(event)
+            per_user[user] = count + 1
         self._pending = left
         busy_users.update(p.write.user_id for p in batch)
         busy_events.update(events)
