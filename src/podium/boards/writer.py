@@ -3,10 +3,12 @@
 Writes queue up; a single loop takes what is waiting (up to `max_batch`, or what
 arrives within `window_s` of the first), applies the whole batch in PostgreSQL with
 one statement (`podium_apply_scores`, committed before it returns), then applies
-the committed board rows to Redis with one EVALSHA of apply.lua (overlapping the
-next batch's commit, in commit order), and only then resolves each caller. A write
-is acknowledged only after its commit; a PostgreSQL failure fails the batch with
-503, never a silent success. A Redis failure does not fail the write (it is
+the committed board rows to Redis with one EVALSHA of apply.lua (in the order the
+commits finished), and only then resolves each caller. Up to `in_flight` batches
+commit at once; a user (or an event id) is in at most one of them, so a user's
+writes still commit in arrival order, each batch seeing the previous one's rows. A
+write is acknowledged only after its commit; a PostgreSQL failure fails the batch
+with 503, never a silent success. A Redis failure does not fail the write (it is
 durable): the index is marked stale and rebuilt from the log.
 """
 
@@ -40,6 +42,14 @@ WINDOW_S = 0.002
 # Writes waiting for a batch: beyond this the store is not keeping up and a caller is
 # told so at once (503) instead of queueing without bound.
 MAX_PENDING = 16 * MAX_BATCH
+# Batches committing at once. The per-user advisory locks of podium_apply_scores and
+# the version-guarded apply.lua make overlapping commits safe; two keep PostgreSQL
+# busy while the server prepares the next batch and applies the last to Redis.
+IN_FLIGHT = 2
+# A user's writes in one batch: podium_apply_scores runs one statement per round (a
+# user's r-th write of the batch), so this bounds a batch's statements when one user
+# (or one credential writing for one user) floods the writer.
+MAX_PER_USER = 16
 RECENT_RANKS = 100_000
 
 _APPLY_SQL = (
@@ -121,11 +131,19 @@ def rows_to_apply(write: Write, record: asyncpg.Record, retention_days: int) -> 
 
 
 class _Pending:
-    __slots__ = ("future", "write")
+    __slots__ = ("future", "queued", "write")
 
-    def __init__(self, write: Write, future: asyncio.Future[Outcome]) -> None:
+    def __init__(self, write: Write, future: asyncio.Future[Outcome], queued: float) -> None:
         self.write = write
         self.future = future
+        self.queued = queued
+
+
+def _fail(batch: Sequence[_Pending], exc: BaseException) -> None:
+    # A caller that went away cancelled its future; its write may still commit.
+    for item in batch:
+        if not item.future.done():
+            item.future.set_exception(exc)
 
 
 class Writer:
@@ -141,6 +159,7 @@ class Writer:
         max_batch: int = MAX_BATCH,
         window_s: float = WINDOW_S,
         max_pending: int = MAX_PENDING,
+        in_flight: int = IN_FLIGHT,
     ) -> None:
         self.pool = pool
         self.scripts = scripts
@@ -149,7 +168,13 @@ class Writer:
         self.max_batch = max_batch
         self.window_s = window_s
         self.max_pending = max_pending
+        self.in_flight = max(1, in_flight)
         self._pending: list[_Pending] = []
+        # Batches committing now, and the users and event ids they hold: a write of a
+        # busy user waits for the next batch, so a user's writes commit in order.
+        self._committing: set[asyncio.Task[None]] = set()
+        self._busy_users: set[int] = set()
+        self._busy_events: set[uuid.UUID] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         # Users whose batch may have committed although we saw a connection error:
@@ -182,12 +207,11 @@ class Writer:
         if len(self._pending) >= self.max_pending:
             raise unavailable("too many writes are waiting; retry", code="overloaded")
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(write, future))
+        self._pending.append(_Pending(write, future, time.perf_counter()))
         self._wake.set()
-        started = time.perf_counter()
-        outcome = await asyncio.shield(future)
-        metrics.WRITE_ACK_SECONDS.observe(time.perf_counter() - started)
-        return outcome
+        # No shield: if this caller is cancelled its future is, and the batch skips it
+        # (the write itself still commits, as a shielded one would).
+        return await future
 
     async def _run(self) -> None:
         while True:
@@ -199,28 +223,82 @@ class Writer:
                 continue
             if len(self._pending) < self.max_batch and self.window_s > 0 and not self._closing:
                 await asyncio.sleep(self.window_s)
-            # Commits may run one batch ahead of the Redis applies, never further.
+            # At most `in_flight` commits, and the Redis applies at most that far behind.
             self._prune()
-            while len(self._finishing) >= 2:
-                await asyncio.wait([self._finishing[0]])
+            while len(self._committing) >= self.in_flight or len(self._finishing) > self.in_flight:
+                oldest = [self._finishing[0]] if self._finishing else []
+                await asyncio.wait(
+                    [*self._committing, *oldest], return_when=asyncio.FIRST_COMPLETED
+                )
                 self._prune()
-            batch = self._pending[: self.max_batch]
-            del self._pending[: self.max_batch]
+            batch = self._take()
+            if not batch:
+                # Every waiting write belongs to a user whose batch is committing.
+                if self._committing:
+                    await asyncio.wait(self._committing, return_when=asyncio.FIRST_COMPLETED)
+                continue
             metrics.BATCH_SIZE.observe(len(batch))
             if not self._pending:
                 self._wake.clear()
-            try:
-                await self._process(batch)
-            except Exception as exc:  # a bug must not kill the loop or strand callers
-                log.exception("writer batch failed")
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
+            task = asyncio.create_task(self._commit_batch(batch))
+            self._committing.add(task)
+            task.add_done_callback(self._committing.discard)
+        while self._committing:
+            await asyncio.wait(self._committing)
         while self._finishing:
             await asyncio.wait([self._finishing[0]])
             self._prune()
         if self._flusher is not None:
             await self._flusher
+
+    def _take(self) -> list[_Pending]:
+        """The next batch, in arrival order, leaving for later the writes of a user (or
+        an event id) that a committing batch holds, a repeated event id, and a user's
+        writes past `MAX_PER_USER`."""
+        busy_users, busy_events = self._busy_users, self._busy_events
+        batch: list[_Pending] = []
+        left: list[_Pending] = []
+        held: set[int] = set()  # users with a write left behind: their later ones wait
+        events: set[uuid.UUID] = set()
+        per_user: dict[int, int] = {}
+        pending = self._pending
+        for n, item in enumerate(pending):
+            if len(batch) >= self.max_batch:
+                left.extend(pending[n:])
+                break
+            user, event = item.write.user_id, item.write.event_id
+            count = per_user.get(user, 0)
+            if (
+                user in busy_users
+                or user in held
+                or event in busy_events
+                or event in events
+                or count >= MAX_PER_USER
+            ):
+                held.add(user)
+                left.append(item)
+                continue
+            batch.append(item)
+            events.add(event)
+            per_user[user] = count + 1
+        self._pending = left
+        busy_users.update(p.write.user_id for p in batch)
+        busy_events.update(events)
+        return batch
+
+    async def _commit_batch(self, batch: list[_Pending]) -> None:
+        try:
+            await self._process(batch)
+        except Exception as exc:  # a bug must not kill the loop or strand callers
+            log.exception("writer batch failed")
+            _fail(batch, exc)
+        finally:
+            for item in batch:
+                self._busy_users.discard(item.write.user_id)
+                self._busy_events.discard(item.write.event_id)
+            # Writes left behind for these users can go now.
+            if self._pending:
+                self._wake.set()
 
     async def _process(self, batch: list[_Pending]) -> None:
         try:
@@ -229,9 +307,7 @@ class Writer:
             if is_unavailable(exc):
                 metrics.POSTGRES_ERRORS.inc()
                 log.warning("postgres unavailable: %s", exc)
-                err = unavailable("the score store is unavailable; nothing was written")
-                for item in batch:
-                    item.future.set_exception(err)
+                _fail(batch, unavailable("the score store is unavailable; nothing was written"))
                 return
             if len(batch) > 1:
                 # One bad write must not fail its neighbours: retry them one by one.
@@ -239,11 +315,11 @@ class Writer:
                     await self._process([item])
                 return
             # The one write PostgreSQL refused fails alone, with its own answer.
-            if not batch[0].future.done():
-                batch[0].future.set_exception(refusal(exc))
+            _fail(batch, refusal(exc))
             return
-        # The Redis apply of this batch overlaps the next batch's commit; applies stay
-        # in commit order because each waits for the previous one.
+        # The Redis apply of this batch overlaps the next batches' commits; applies stay
+        # in the order the commits finished because each waits for the previous one (a
+        # user's next batch starts only after this commit, so its apply comes after).
         previous = self._finishing[-1] if self._finishing else None
         task = asyncio.create_task(self._finish(previous, batch, records))
         self._finishing.append(task)
@@ -261,7 +337,7 @@ class Writer:
         if previous is not None:
             await asyncio.wait([previous])
         try:
-            outcomes = [self._outcome(r) for r in records]
+            outcomes = [self._outcome(p.write, r) for p, r in zip(batch, records, strict=True)]
             applied = [
                 (i, ApplyEvent(board_id(p.write.game, "all", EPOCH), p.write.user_id, rows))
                 for i, (p, rec) in enumerate(zip(batch, records, strict=True))
@@ -280,13 +356,13 @@ class Writer:
             for item, outcome in zip(batch, outcomes, strict=True):
                 if not item.future.done():
                     item.future.set_result(outcome)
+            # One sample per batch: the wait of its oldest write.
+            metrics.WRITE_ACK_SECONDS.observe(time.perf_counter() - batch[0].queued)
             if self._uncertain:
                 await self._repair()
         except Exception as exc:
             log.exception("writer finish failed")
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(exc)
+            _fail(batch, exc)
 
     def _remember_ranks(self, outcomes: list[Outcome]) -> None:
         for o in outcomes:
@@ -362,14 +438,28 @@ class Writer:
             log.warning("postgres connection dropped on release: %r", exc)
 
     @staticmethod
-    def _outcome(record: asyncpg.Record) -> Outcome:
-        raw = record["response"]
+    def _outcome(write: Write, record: asyncpg.Record) -> Outcome:
+        status, before, after = record["status"], record["value_before"], record["value_after"]
+        if status == "ok":
+            # The response the log just stored, built here rather than decoded.
+            response: dict[str, Any] | None = {
+                "game": write.game,
+                "user_id": write.user_id,
+                "score": after,
+                "delta": after - (before or 0),
+                "rank": None,
+                "previous_rank": None,
+                "duplicate": False,
+            }
+        else:
+            raw = record["response"]
+            response = msgspec.json.decode(raw) if raw is not None else None
         return Outcome(
-            status=record["status"],
+            status=status,
             seq=record["seq"],
-            value_before=record["value_before"],
-            value_after=record["value_after"],
-            response=msgspec.json.decode(raw) if raw is not None else None,
+            value_before=before,
+            value_after=after,
+            response=response,
         )
 
     async def _apply_redis(
