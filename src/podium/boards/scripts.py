@@ -128,7 +128,9 @@ class Scripts:
     async def load_bulk(self, groups: Sequence[BulkGroup], gen: str) -> int:
         """Write rows to rebuild `gen`'s boards aside, many per call (load.lua); return how
         many were written (an error if the lease is lost)."""
-        return int(await self._load(keys=[], args=[self.layout, gen, msgspec.msgpack.encode(groups)]))
+        return int(
+            await self._load(keys=[], args=[self.layout, gen, msgspec.msgpack.encode(groups)])
+        )
 
     async def swap(self, gen: str, epoch: str, live_boards: Sequence[str]) -> int:
         """Install rebuild `gen`'s boards; the board count, or -1 if its lease was lost."""
