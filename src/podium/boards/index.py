@@ -2,11 +2,11 @@
 
 `board_values` (PostgreSQL) is the truth. A rebuild takes a lease (`rebuild-lock`,
 its value the rebuild's generation), builds every board aside from one snapshot of
-`board_values`, and swaps them in with one script (swap.lua): no instance ever reads
-a half-built board. While the lease is held, every apply also writes its rows to the
-boards aside (apply.lua), with the same version guards, so no write acknowledged
-during the rebuild is lost and voids (tombstones) win over the snapshot in either
-order. The `epoch` key is set by the swap: its absence means Redis lost its data
+`board_values` (in bulk: boards/bulk.py), and swaps them in with one script
+(swap.lua): no instance ever reads a half-built board. While the lease is held, every
+apply also writes its rows to the boards aside (apply.lua), with the same version
+guards as the bulk load, so no write acknowledged during the rebuild is lost and
+voids (tombstones) win over the snapshot in either order. The `epoch` key is set by the swap: its absence means Redis lost its data
 (restart without persistence, FLUSHALL) or an instance missed a write, and every
 instance then reads PostgreSQL until the next swap.
 """
