@@ -98,10 +98,12 @@ async def test_load_lua_keeps_newer_live_rows_and_tombstones(server: RunningApp)
         mapping={"1": f"{member(9, 1)}|9", "2": "|8", "3": f"{member(2, 3)}|2", "4": "|1"},
     )
     users = ["1", "2", "3", "4", "5"]
-    members = [member(5, int(u)) for u in users]
-    written = await scripts.load_bulk(
-        [(b, "0", users, members, ["-50"] * 5, ["5", "8", "5", "5", "5"])], "g1"
-    )
+    zpairs = [x for u in users for x in ("-50", member(5, int(u)))]
+    versions = ["5", "8", "5", "5", "5"]
+    hpairs = [
+        x for u, v in zip(users, versions, strict=True) for x in (u, f"{member(5, int(u))}|{v}")
+    ]
+    written = await scripts.load_bulk([(b, "0", users, zpairs, hpairs)], "g1")
     assert written == 3  # user 1 (newer row) and 2 (tombstone at that version) refused
     assert await redis.zrange(zkey, 0, -1, withscores=True) == [
         (member(9, 1).encode(), -90.0),

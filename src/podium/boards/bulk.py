@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from itertools import chain
+from operator import itemgetter
 
 import asyncpg
 
@@ -25,18 +27,21 @@ IN_FLIGHT = 2  # load.lua calls sent and not yet answered
 
 # The same text as members.member / to_zscore / apply.lua's versions: the member's time is
 # Python's int(reached_at.timestamp() * 1000) (a float8 product, truncated), exactly.
+# Columns: board, period, period_start, user, zscore, member, "member|version".
 _SEQ = "bv.reached_seq::text"
 BULK_SQL = f"""
 SELECT bv.game_id || ':' || bv.period || ':' || to_char(bv.period_start, 'YYYY-MM-DD'),
        bv.period, bv.period_start, bv.user_id::text,
-       lpad({_SEQ}, greatest({MEMBER_SEQ_WIDTH}, length({_SEQ})), '0') || ':' || bv.user_id
-           || ':' || trunc(extract(epoch FROM bv.reached_at)::float8 * 1000)::bigint,
        (CASE WHEN bv.game_id = '{GLOBAL}' OR coalesce(g.sort_order, 'desc') = 'desc'
              THEN -bv.value ELSE bv.value END)::text,
-       bv.last_seq::text
-FROM board_values bv LEFT JOIN games g ON g.id = bv.game_id
+       m.member, m.member || '|' || bv.last_seq
+FROM board_values bv LEFT JOIN games g ON g.id = bv.game_id,
+     LATERAL (SELECT lpad({_SEQ}, greatest({MEMBER_SEQ_WIDTH}, length({_SEQ})), '0') || ':'
+              || bv.user_id || ':'
+              || trunc(extract(epoch FROM bv.reached_at)::float8 * 1000)::bigint AS member) m
 ORDER BY bv.game_id, bv.period, bv.period_start, bv.user_id
 """
+_ZPAIR, _HPAIR = itemgetter(4, 5), itemgetter(3, 6)
 
 
 def groups_of(records: Sequence[asyncpg.Record], retention_days: int) -> Iterator[BulkGroup]:
@@ -56,9 +61,8 @@ def groups_of(records: Sequence[asyncpg.Record], retention_days: int) -> Iterato
             board,
             str(expire_at(first[1], first[2], retention_days)),
             [r[3] for r in part],
-            [r[4] for r in part],
-            [r[5] for r in part],
-            [r[6] for r in part],
+            list(chain.from_iterable(map(_ZPAIR, part))),
+            list(chain.from_iterable(map(_HPAIR, part))),
         )
         start = end
 
@@ -68,10 +72,10 @@ def calls_of(groups: Iterator[BulkGroup], rows: int) -> Iterator[list[BulkGroup]
     call: list[BulkGroup] = []
     size = 0
     for group in groups:
-        board, expireat, users, members, zscores, versions = group
+        board, expireat, users, zpairs, hpairs = group
         for i in range(0, len(users), rows):
-            part = (board, expireat, users[i : i + rows], members[i : i + rows])
-            piece: BulkGroup = (*part, zscores[i : i + rows], versions[i : i + rows])
+            pairs = slice(2 * i, 2 * (i + rows))
+            piece = (board, expireat, users[i : i + rows], zpairs[pairs], hpairs[pairs])
             if size and size + len(piece[2]) > rows:
                 yield call
                 call, size = [], 0

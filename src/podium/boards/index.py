@@ -6,9 +6,10 @@ its value the rebuild's generation), builds every board aside from one snapshot 
 (swap.lua): no instance ever reads a half-built board. While the lease is held, every
 apply also writes its rows to the boards aside (apply.lua), with the same version
 guards as the bulk load, so no write acknowledged during the rebuild is lost and
-voids (tombstones) win over the snapshot in either order. The `epoch` key is set by the swap: its absence means Redis lost its data
-(restart without persistence, FLUSHALL) or an instance missed a write, and every
-instance then reads PostgreSQL until the next swap.
+voids (tombstones) win over the snapshot in either order. The `epoch` key is set by
+the swap: its absence means Redis lost its data (restart without persistence,
+FLUSHALL) or an instance missed a write, and every instance then reads PostgreSQL
+until the next swap.
 """
 
 from __future__ import annotations

@@ -90,9 +90,9 @@ class ApplyEvent(tuple[Any, ...]):
         return super().__new__(cls, (all_board, user_id, rows))
 
 
-# One board's rows for load.lua: (board, expireat, users, members, zscores, versions),
-# all as text; the four lists have one length.
-BulkGroup = tuple[str, str, list[str], list[str], list[str], list[str]]
+# One board's rows for load.lua: (board, expireat, users, zpairs, hpairs), all as text:
+# zpairs is [zscore, member, ...] and hpairs [user, "member|version", ...], per user.
+BulkGroup = tuple[str, str, list[str], list[str], list[str]]
 
 
 class Scripts:
