@@ -17,6 +17,8 @@ from itertools import chain
 from operator import itemgetter
 
 import asyncpg
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeout
 
 from podium.boards.members import GLOBAL, MEMBER_SEQ_WIDTH
 from podium.boards.scripts import BulkGroup, Scripts, expire_at
@@ -24,6 +26,7 @@ from podium.boards.scripts import BulkGroup, Scripts, expire_at
 FETCH_ROWS = 20_000  # rows per PostgreSQL fetch
 GROUP_ROWS = 1_000  # rows of one board per group: Lua unpacks a group's lists on its stack
 IN_FLIGHT = 2  # load.lua calls sent and not yet answered
+RETRIES = 3  # tries of a call Redis did not answer in time (a stall: AOF fsync, swap)
 
 # The same text as members.member / to_zscore / apply.lua's versions: the member's time is
 # Python's int(reached_at.timestamp() * 1000) (a float8 product, truncated), exactly.
@@ -85,6 +88,18 @@ def calls_of(groups: Iterator[BulkGroup], rows: int) -> Iterator[list[BulkGroup]
         yield call
 
 
+async def _send(scripts: Scripts, call: list[BulkGroup], gen: str) -> int:
+    """One load.lua call, tried again when Redis does not answer in time: a call is
+    idempotent (a row already written has its version, and is refused the second time)."""
+    for attempt in range(RETRIES):
+        try:
+            return await scripts.load_bulk(call, gen)
+        except (RedisTimeout, RedisConnectionError):
+            if attempt == RETRIES - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 async def load_aside(
     pool: asyncpg.Pool,
     scripts: Scripts,
@@ -120,7 +135,7 @@ async def load_aside(
             for call in calls_of(groups_of(chunk, retention_days), rows_per_call):
                 while len(sent) >= IN_FLIGHT:
                     await sent.popleft()
-                sent.append(asyncio.ensure_future(scripts.load_bulk(call, gen)))
+                sent.append(asyncio.ensure_future(_send(scripts, call, gen)))
                 done += sum(len(group[2]) for group in call)
                 if progress is not None:
                     await progress(done)
