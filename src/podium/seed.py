@@ -1,8 +1,10 @@
 """`podium seed`: fake users, games and months of scores, bulk-loaded.
 
 Users and events go in with COPY; board values are computed here with the same
-operators as the write path, then COPYed too; Redis is rebuilt from them at the end.
-Every seeded user has the same password (printed, and documented in the README).
+operators as the write path, then COPYed too; Redis is rebuilt from them at the end
+(the rebuild's bulk load). Every seeded user has the same password (printed, and
+documented in the README). Each phase shows a progress bar on stderr when it is a
+terminal; CI logs and pipes get none.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ SEED_PASSWORD = "podium-seed-password"
 MAX_ABS = 2**53 - 1
 # Bulk statements on a million rows outlast the pool's 30 s command timeout.
 BULK_TIMEOUT_S = 1800
+# Faker makes a name in tens of microseconds: a million users draw from this many (the
+# hex suffix keeps every username unique).
+NAME_POOL = 5000
 
 # (id, name, order, operator, policy, min, max, actions)
 GAMES: list[tuple[str, str, str, str, str, int | None, int | None, dict[str, int]]] = [
@@ -102,11 +107,15 @@ async def seed(
     random_seed: int | None,
     progress: bool = True,
 ) -> dict[str, object]:
-    """Load the data; return counts and timings."""
+    """Load the data; return counts and timings.
+
+    `progress` shows a bar per phase on stderr, only when stderr is a terminal.
+    """
     import time
 
     import bcrypt
     from faker import Faker
+    from rich.console import Console
     from rich.progress import Progress
 
     from podium.app import close_services, open_services
@@ -121,7 +130,8 @@ async def seed(
     services = await open_services(settings)
     try:
         pool = services.pool
-        with Progress(disable=not progress, transient=False) as bar:
+        shown = progress and sys.stderr.isatty()
+        with Progress(console=Console(stderr=True), disable=not shown, transient=False) as bar:
             if reset:
                 task = bar.add_task("reset", total=1)
                 async with pool.acquire() as conn, conn.transaction():
@@ -165,10 +175,13 @@ async def seed(
             task = bar.add_task("users", total=users)
             pw_hash = bcrypt.hashpw(SEED_PASSWORD.encode(), bcrypt.gensalt(12)).decode()
             tag = uuid.uuid4().hex[:4]
+            pool_names = []
+            for _ in range(min(users, NAME_POOL)):
+                base = "".join(c for c in fake.user_name() if c.isalnum() or c in "_.-")[:20]
+                pool_names.append(base or "player")
             user_rows = []
             for i in range(users):
-                base = "".join(c for c in fake.user_name() if c.isalnum() or c in "_.-")[:20]
-                name = f"{base or 'player'}_{tag}{i:x}"
+                name = f"{pool_names[i % len(pool_names)]}_{tag}{i:x}"
                 user_rows.append((name, f"{name}@example.com", pw_hash, "player"))
                 if i % 5000 == 0:
                     bar.update(task, completed=i)
@@ -357,11 +370,20 @@ async def seed(
             timings["events_s"] = time.perf_counter() - t
 
             t = time.perf_counter()
-            task = bar.add_task("rebuild redis", total=None)
+            rows = await pool.fetchval("SELECT count(*) FROM board_values")
+            task = bar.add_task("rebuild redis", total=rows)
+
+            async def rebuilt(done: int) -> None:
+                bar.update(task, completed=done)
+
             await board_index.rebuild(
-                services.pool, services.redis, settings.redis_prefix, settings.retention_days
+                services.pool,
+                services.redis,
+                settings.redis_prefix,
+                settings.retention_days,
+                progress=rebuilt,
             )
-            bar.update(task, completed=1, total=1)
+            bar.update(task, completed=rows)
             timings["rebuild_s"] = time.perf_counter() - t
     finally:
         await close_services(services)
@@ -408,12 +430,50 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("seed", help="load fake users, games and months of scores (bulk)")
-    p.add_argument("--users", type=int, default=1000)
-    p.add_argument("--games", type=int, default=10, help="how many of the 10 sample games")
-    p.add_argument("--months", type=int, default=6, help="spread scores over this many months")
-    p.add_argument("--events-per-user", type=int, default=10)
-    p.add_argument("--seed", type=int, help="random seed, for a reproducible data set")
-    p.add_argument("--reset", action="store_true", help="delete all data first (asks to confirm)")
-    p.add_argument("--yes", action="store_true", help="confirm --reset without a prompt")
+    p = sub.add_parser(
+        "seed",
+        help="load fake users, games and months of scores (bulk)",
+        description=(
+            "Load fake users, sample games and their scores with COPY, compute every board"
+            " (each game's all-time, day, week and month boards, and the global boards),"
+            " then rebuild Redis from them. Every seeded user's password is"
+            f" {SEED_PASSWORD!r}. Progress bars go to stderr when it is a terminal."
+            " A board of N users: --users N --games 1 --months 1 --events-per-user 1"
+            " (8 board rows per user)."
+        ),
+    )
+    p.add_argument(
+        "--users", type=int, default=1000, help="how many users to create (default: %(default)s)"
+    )
+    p.add_argument(
+        "--games",
+        type=int,
+        default=10,
+        help=f"how many of the {len(GAMES)} sample games to create (default: %(default)s)",
+    )
+    p.add_argument(
+        "--months",
+        type=int,
+        default=6,
+        help="spread the scores over this many months before now (default: %(default)s)",
+    )
+    p.add_argument(
+        "--events-per-user",
+        type=int,
+        default=10,
+        help="score events per user, each on a random game (default: %(default)s)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        help="random seed, for a reproducible data set (default: a new one each run)",
+    )
+    p.add_argument(
+        "--reset",
+        action="store_true",
+        help="delete every user, game and score first; asks unless --yes (default: off)",
+    )
+    p.add_argument(
+        "--yes", action="store_true", help="confirm --reset without a prompt (default: off)"
+    )
     p.set_defaults(func=cmd_seed)

@@ -169,6 +169,7 @@ async def test_a_rebuild_on_a_is_invisible_to_reads_on_b(
         assert (await post_score(client, p, game, values[p.id])).status_code == 200
     # Every board row of the log (4 periods x game and global) in chunks of 5.
     monkeypatch.setattr(index_module, "LOAD_CHUNK", 5)
+    monkeypatch.setattr(index_module, "BULK_CHUNK", 5)
     async with (
         running_app(settings) as b,
         httpx.AsyncClient(base_url=b.url + "/api/v1", timeout=30) as http_b,
@@ -179,7 +180,7 @@ async def test_a_rebuild_on_a_is_invisible_to_reads_on_b(
         reads: list[tuple[list[tuple[int, int]], int]] = []
         wrote = False
 
-        async def between_chunks() -> None:
+        async def between_chunks(_rows: int = 0) -> None:
             nonlocal wrote
             page = await http_b.get(f"/leaderboards/{game}?limit=200", headers=admin.headers)
             assert page.status_code == 200, page.text
@@ -388,9 +389,10 @@ async def test_a_void_during_a_rebuild_wins_over_its_snapshot(
     for n, p in enumerate(players):
         assert (await post_score(client, p, game, n + 1)).status_code == 200
     monkeypatch.setattr(index_module, "LOAD_CHUNK", 4)
+    monkeypatch.setattr(index_module, "BULK_CHUNK", 4)
     calls = 0
 
-    async def void_midway() -> None:
+    async def void_midway(_rows: int = 0) -> None:
         nonlocal calls
         calls += 1
         if calls == 2:  # the snapshot has every row of every player, this one included

@@ -2,13 +2,14 @@
 
 `board_values` (PostgreSQL) is the truth. A rebuild takes a lease (`rebuild-lock`,
 its value the rebuild's generation), builds every board aside from one snapshot of
-`board_values`, and swaps them in with one script (swap.lua): no instance ever reads
-a half-built board. While the lease is held, every apply also writes its rows to the
-boards aside (apply.lua), with the same version guards, so no write acknowledged
-during the rebuild is lost and voids (tombstones) win over the snapshot in either
-order. The `epoch` key is set by the swap: its absence means Redis lost its data
-(restart without persistence, FLUSHALL) or an instance missed a write, and every
-instance then reads PostgreSQL until the next swap.
+`board_values` (in bulk: boards/bulk.py), and swaps them in with one script
+(swap.lua): no instance ever reads a half-built board. While the lease is held, every
+apply also writes its rows to the boards aside (apply.lua), with the same version
+guards as the bulk load, so no write acknowledged during the rebuild is lost and
+voids (tombstones) win over the snapshot in either order. The `epoch` key is set by
+the swap: its absence means Redis lost its data (restart without persistence,
+FLUSHALL) or an instance missed a write, and every instance then reads PostgreSQL
+until the next swap.
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ from collections.abc import Awaitable, Callable, Sequence
 import asyncpg
 import redis.asyncio as aioredis
 
+from podium.boards.bulk import load_aside
 from podium.boards.members import GLOBAL, board_id
 from podium.boards.scripts import ApplyEvent, Scripts, set_row
 from podium.keys import Keys
 
 log = logging.getLogger("podium.index")
 
-LOAD_CHUNK = 2000
+LOAD_CHUNK = 2000  # rows per apply.lua call (load_rows)
+BULK_CHUNK = 4000  # rows per load.lua call (a rebuild's bulk load)
 CHECK_INTERVAL_S = 1.0
 LOCK_TTL_MS = 30_000
 
@@ -176,9 +179,11 @@ async def rebuild(
     redis: aioredis.Redis,
     prefix: str,
     retention_days: int,
-    progress: Callable[[], Awaitable[object]] | None = None,
+    progress: Callable[[int], Awaitable[object]] | None = None,
 ) -> int:
     """Recreate every board from `board_values`; return how many boards were built.
+
+    `progress` is awaited as the load goes, with the board rows loaded so far.
 
     Raises RebuildBusy when another rebuild holds the lease. Only board keys (`b:`,
     `m:`) are replaced: names, denylists and rate limits stay. Board seqs are kept and
@@ -190,17 +195,17 @@ async def rebuild(
     await lease.acquire()
     swapped = False
 
-    async def step() -> None:
+    async def step(rows: int) -> None:
         await lease.keep()
         if progress is not None:
-            await progress()
+            await progress(rows)
 
     try:
         await _drop_leftovers(redis, prefix, lease.gen)
         # Boards created after this scan are in the snapshot below (committed before
         # the lease) or written aside by their apply (after it): the swap has them all.
         live = await _live_boards(redis, prefix, lease)
-        await load_rows(pool, scripts, retention_days, progress=step, aside=lease.gen)
+        await load_aside(pool, scripts, retention_days, lease.gen, BULK_CHUNK, progress=step)
         epoch = f"{int(time.time())}:{lease.gen[:8]}"
         count = await scripts.swap(lease.gen, epoch, live)
         if count < 0:

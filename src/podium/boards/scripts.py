@@ -90,6 +90,11 @@ class ApplyEvent(tuple[Any, ...]):
         return super().__new__(cls, (all_board, user_id, rows))
 
 
+# One board's rows for load.lua: (board, expireat, users, zpairs, hpairs), all as text:
+# zpairs is [zscore, member, ...] and hpairs [user, "member|version", ...], per user.
+BulkGroup = tuple[str, str, list[str], list[str], list[str]]
+
+
 class Scripts:
     """The boards' Lua scripts bound to one Redis client and key prefix."""
 
@@ -99,6 +104,7 @@ class Scripts:
         self._apply: AsyncScript = redis.register_script(source("apply"))
         self._swap: AsyncScript = redis.register_script(source("swap"))
         self._lease: AsyncScript = redis.register_script(source("lease"))
+        self._load: AsyncScript = redis.register_script(source("load"))
 
     def argv(self, publish: bool, events: Sequence[ApplyEvent]) -> list[str | bytes]:
         packed = msgspec.msgpack.encode([(board, str(user), rows) for board, user, rows in events])
@@ -118,6 +124,13 @@ class Scripts:
     async def load(self, events: Sequence[ApplyEvent], gen: str) -> None:
         """Apply the events' rows to rebuild `gen`'s boards aside (error: lease lost)."""
         await self._apply(keys=[], args=[*self.argv(False, events), gen])
+
+    async def load_bulk(self, groups: Sequence[BulkGroup], gen: str) -> int:
+        """Write rows to rebuild `gen`'s boards aside, many per call (load.lua); return how
+        many were written (an error if the lease is lost)."""
+        return int(
+            await self._load(keys=[], args=[self.layout, gen, msgspec.msgpack.encode(groups)])
+        )
 
     async def swap(self, gen: str, epoch: str, live_boards: Sequence[str]) -> int:
         """Install rebuild `gen`'s boards; the board count, or -1 if its lease was lost."""
