@@ -97,7 +97,7 @@ async def device_signin(request: Request) -> Response:
     body=LinkIn,
     response=users.User,
     auth=True,
-    example={"username": "ada", "password": "correct-horse-42"},
+    example={"username": "lovelace", "password": "correct-horse-42"},
     errors=(403, 409, 429),
     description="409 `username_taken` / `email_taken`, or `already_linked` when the "
     "player already has a password or did not sign in by device.",
