@@ -281,11 +281,19 @@ async def test_no_keys_at_all_is_503(stores: Stores, jwks: JwksServer, rsa_key: 
         ) as app,
         httpx.AsyncClient(base_url=app.url + "/api/v1", timeout=10) as client,
     ):
-        r = await client.get("/auth/me", headers=bearer(rsa_key.token("d-1")))
-        assert r.status_code == 503, r.text
+        for _ in range(5):
+            r = await client.get("/auth/me", headers=bearer(rsa_key.token("d-1")))
+            assert r.status_code == 503, r.text
         with pytest.raises(InvalidStatus) as info:
             await open_ws(app, "scoreboard", rsa_key.token("d-1"), game="nope")
         assert info.value.response.status_code == 503
+        assert jwks.fetches == 1  # one attempt per min_interval, not one per token
+        # Back up: the next attempt (past min_interval) loads the keys.
+        jwks.up = True
+        assert app.services is not None and app.services.external is not None
+        app.services.external.jwks.min_interval = 0
+        r = await client.get("/auth/me", headers=bearer(rsa_key.token("d-1")))
+        assert r.status_code == 200, r.text
 
 
 async def test_jwks_from_a_file(stores: Stores, tmp_path: Any, ec_key: Signer) -> None:

@@ -94,7 +94,9 @@ class JwksCache:
         """The key named `kid` (or the only key, for a token without one), or None."""
         now = self._clock()
         if self._loaded_at is None:
-            await self._refresh(force=True)
+            # Rate-limited too: while the JWKS cannot be had, a stream of tokens makes
+            # one attempt per `min_interval`, and 503s meanwhile.
+            await self._refresh()
             if self._loaded_at is None:
                 raise JwksUnavailable("the identity provider's keys cannot be fetched")
         elif now - self._loaded_at > self.max_age:
@@ -102,7 +104,7 @@ class JwksCache:
         found = self._find(kid)
         if found is None and kid is not None:
             # Rotation: the issuer may have published a key since; ask, rate-limited.
-            await self._refresh(force=False)
+            await self._refresh()
             found = self._find(kid)
         return found
 
@@ -113,14 +115,14 @@ class JwksCache:
 
     def _refresh_soon(self) -> None:
         if self._background is None or self._background.done():
-            self._background = asyncio.create_task(self._refresh(force=False))
+            self._background = asyncio.create_task(self._refresh())
 
-    async def _refresh(self, *, force: bool) -> None:
+    async def _refresh(self) -> None:
         tried = self._tried_at
         async with self._lock:
             if self._tried_at != tried:
                 return  # someone else fetched while we waited: use theirs
-            if not force and self._clock() - self._tried_at < self.min_interval:
+            if self._clock() - self._tried_at < self.min_interval:
                 return
             self._tried_at = self._clock()
             try:
