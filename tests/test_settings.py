@@ -212,3 +212,5 @@ def test_external_identity_settings_go_together(tmp_path: Path) -> None:
     assert load_settings({}, dotenv=none).external_jwks == ""
     with pytest.raises(SettingsError, match="PODIUM_EXTERNAL_AUDIENCE"):
         load_settings({"PODIUM_EXTERNAL_JWKS": "/etc/jwks.json"}, dotenv=none)
+    with pytest.raises(SettingsError, match="http"):
+        load_settings({**given, "PODIUM_EXTERNAL_JWKS": "ftp://id.example.test/k"}, dotenv=none)

@@ -197,6 +197,10 @@ def _external(get: Callable[[str], str | None]) -> dict[str, Any]:
     if any(v is None for v in values):
         raise SettingsError(f"{', '.join(names)} go together: set all three or none")
     jwks, issuer, audience = (str(v) for v in values)
+    if "://" in jwks and not jwks.startswith(("https://", "http://")):
+        raise SettingsError(
+            f"PODIUM_EXTERNAL_JWKS must be an http(s) URL or a file path, not {jwks!r}"
+        )
     out.update(external_jwks=jwks, external_issuer=issuer, external_audience=audience)
     return out
 

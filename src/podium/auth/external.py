@@ -46,16 +46,19 @@ class ExternalIdentity:
         # lifetime): then it is verified again, and its player's void read again, so a
         # void outlives no cached token even after its deny keys expire.
         self.cache_ttl = cache_ttl
-        self._verified: dict[str, tuple[Principal, float]] = {}
+        # Keyed by the token's SHA-256: an external token may be 8 KiB, the table holds
+        # CACHE_SIZE of them.
+        self._verified: dict[bytes, tuple[Principal, float]] = {}
 
     def cached(self, token: str) -> Principal | None:
-        known = self._verified.get(token)
+        key = hashlib.sha256(token.encode()).digest()
+        known = self._verified.get(key)
         if known is None:
             return None
         principal, until = known
         if until > time.time():
             return principal
-        del self._verified[token]
+        del self._verified[key]
         return None
 
     async def verify(self, token: str) -> dict[str, Any]:
@@ -125,5 +128,5 @@ class ExternalIdentity:
         )
         if len(self._verified) >= CACHE_SIZE:
             del self._verified[next(iter(self._verified))]
-        self._verified[token] = (principal, min(principal.exp, time.time() + self.cache_ttl))
+        self._verified[digest] = (principal, min(principal.exp, time.time() + self.cache_ttl))
         return principal

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import re
 import secrets
+from typing import Literal
 
 import asyncpg
 import msgspec
 
 from podium.store.users import USER_COLS, User, UserExists, user_of
 
-Kind = str  # 'external' or 'device' (the table's CHECK)
+Kind = Literal["external", "device"]  # the table's CHECK
 
 _NOT_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 NAME_MAX = 32
