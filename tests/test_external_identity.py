@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from websockets.exceptions import InvalidStatus
 
+from podium.auth.tokens import PODIUM_JWT_PREFIX
 from tests.boards_helpers import create_game, post_score
 from tests.conftest import RunningApp, Stores, app_with, make_admin, running_app
 from tests.ws_helpers import open_ws, recv, send
@@ -155,7 +156,8 @@ async def test_external_player_reads_and_writes_over_http_and_websocket(
         snapshot = await recv(ws)
         assert snapshot["type"] == "snapshot"
         assert [e["score"] for e in snapshot["entries"]][:2] == [90, 70], snapshot
-    # Podium's own accounts keep working beside it.
+    # Podium's own accounts keep working beside it (told apart by their header).
+    assert admin.access_token.startswith(PODIUM_JWT_PREFIX)
     assert (await http.get("/auth/me", headers=admin.headers)).status_code == 200
 
 
