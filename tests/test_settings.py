@@ -190,3 +190,27 @@ def test_production_refuses_a_weak_bcrypt_cost(tmp_path: Path) -> None:
     )
     with pytest.raises(SettingsError, match="BCRYPT_ROUNDS"):
         ensure_secret_key(settings)
+
+
+def test_external_identity_settings_go_together(tmp_path: Path) -> None:
+    none = tmp_path / "none.env"
+    given = {
+        "PODIUM_EXTERNAL_JWKS": "https://id.example.test/jwks.json",
+        "PODIUM_EXTERNAL_ISSUER": "https://id.example.test",
+        "PODIUM_EXTERNAL_AUDIENCE": "game",
+        "PODIUM_EXTERNAL_NAME_CLAIM": "nickname, name",
+        "PODIUM_DEVICE_SIGNINS_PER_MINUTE": "7",
+    }
+    s = load_settings(given, dotenv=none)
+    assert (s.external_jwks, s.external_issuer, s.external_audience) == (
+        "https://id.example.test/jwks.json",
+        "https://id.example.test",
+        "game",
+    )
+    assert s.external_name_claims == ("nickname", "name")
+    assert s.device_signins_per_minute == 7
+    assert load_settings({}, dotenv=none).external_jwks == ""
+    with pytest.raises(SettingsError, match="PODIUM_EXTERNAL_AUDIENCE"):
+        load_settings({"PODIUM_EXTERNAL_JWKS": "/etc/jwks.json"}, dotenv=none)
+    with pytest.raises(SettingsError, match="http"):
+        load_settings({**given, "PODIUM_EXTERNAL_JWKS": "ftp://id.example.test/k"}, dotenv=none)

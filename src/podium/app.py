@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Receive, Scope, Send
 
-from podium.api import admin, games, health, leaderboards, reports, scores, ws
+from podium.api import admin, auth_device, games, health, leaderboards, reports, scores, ws
 from podium.api import auth as auth_api
 from podium.api.middleware import SecurityHeaders
 from podium.api.podium import Podium
@@ -41,6 +41,7 @@ log = logging.getLogger("podium")
 # Under /api/v1.
 API_ROUTES: list[BaseRoute] = [
     *auth_api.routes,
+    *auth_device.routes,
     *games.routes,
     *scores.routes,
     *admin.routes,
@@ -175,6 +176,8 @@ async def open_services(settings: Settings, *, migrated: bool = False) -> Servic
 
 
 async def close_services(services: Services) -> None:
+    if services.external is not None:
+        await services.external.jwks.close()
     with contextlib.suppress(Exception):
         await services.redis.aclose()
     with contextlib.suppress(Exception):

@@ -7,6 +7,8 @@ import redis.asyncio as aioredis
 from starlette.requests import HTTPConnection
 
 from podium.auth.denylist import Denylist
+from podium.auth.external import ExternalIdentity
+from podium.auth.jwks import JwksCache
 from podium.auth.ratelimit import RateCounters
 from podium.auth.tokens import TokenIssuer
 from podium.clock import Clock
@@ -33,6 +35,18 @@ class Services:
         # Fed by the realtime hub (the revocations channel); until then, or whenever
         # the channel is lost, the guards ask Redis.
         self.denylist = Denylist(self.keys, settings.denylist_size)
+        # Bearer JWTs of an outside issuer, when one is configured (PODIUM_EXTERNAL_*).
+        self.external = (
+            ExternalIdentity(
+                JwksCache(settings.external_jwks),
+                settings.external_issuer,
+                settings.external_audience,
+                settings.external_name_claims,
+                cache_ttl=settings.access_token_ttl,
+            )
+            if settings.external_jwks
+            else None
+        )
         # Started and stopped with Boards (the write path counts here).
         self.rates = RateCounters(
             redis, settings.rate_limit_keys, max(1, settings.rate_limit_sync_ms) / 1000

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,15 @@ class Settings(msgspec.Struct, kw_only=True):
     log_level: str = "info"
     # `serve --workers N`: processes serving one port (SO_REUSEPORT); 1 is a single process.
     workers: int = 1
+    # Bring your own identity (auth/external.py): bearer JWTs signed by this issuer's
+    # keys (a JWKS at an http(s) URL or in a file) are accepted beside Podium's own.
+    external_jwks: str = ""
+    external_issuer: str = ""
+    external_audience: str = ""
+    # Claims tried in order for a new player's display name.
+    external_name_claims: tuple[str, ...] = ("name", "preferred_username")
+    # Device sign-in (POST /auth/device), throttled like login.
+    device_signins_per_minute: int = 10
 
     @property
     def production(self) -> bool:
@@ -118,6 +128,7 @@ _INT_FIELDS = {
     "WS_MAX_SOCKETS_PER_USER": "ws_max_sockets_per_user",
     "WS_MESSAGES_PER_SECOND": "ws_messages_per_second",
     "WS_MAX_SUBSCRIPTIONS": "ws_max_subscriptions",
+    "DEVICE_SIGNINS_PER_MINUTE": "device_signins_per_minute",
 }
 
 
@@ -168,6 +179,7 @@ def load_settings(environ: dict[str, str] | None = None, dotenv: Path | None = N
         kwargs["ws_compression"] = value.lower() in ("1", "true", "yes", "on")
     if (value := get("PODIUM_WORKERS")) is not None:
         kwargs["workers"] = parse_workers(value, "PODIUM_WORKERS")
+    kwargs.update(_external(get))
     for name, field in _INT_FIELDS.items():
         raw = get(f"PODIUM_{name}") or (get(name) if name.endswith("TTL") else None)
         if raw is None:
@@ -194,6 +206,26 @@ def parse_workers(raw: str, name: str = "--workers") -> int:
             f"{name} must be 'auto' or a number from 1 to {MAX_WORKERS}, not {raw!r}"
         )
     return count
+
+
+def _external(get: Callable[[str], str | None]) -> dict[str, Any]:
+    """The external identity settings: all three of JWKS, issuer and audience, or none."""
+    names = ("PODIUM_EXTERNAL_JWKS", "PODIUM_EXTERNAL_ISSUER", "PODIUM_EXTERNAL_AUDIENCE")
+    values = [get(name) for name in names]
+    out: dict[str, Any] = {}
+    if (claims := get("PODIUM_EXTERNAL_NAME_CLAIM")) is not None:
+        out["external_name_claims"] = tuple(c.strip() for c in claims.split(",") if c.strip())
+    if all(v is None for v in values):
+        return out
+    if any(v is None for v in values):
+        raise SettingsError(f"{', '.join(names)} go together: set all three or none")
+    jwks, issuer, audience = (str(v) for v in values)
+    if "://" in jwks and not jwks.startswith(("https://", "http://")):
+        raise SettingsError(
+            f"PODIUM_EXTERNAL_JWKS must be an http(s) URL or a file path, not {jwks!r}"
+        )
+    out.update(external_jwks=jwks, external_issuer=issuer, external_audience=audience)
+    return out
 
 
 def _addresses(name: str, raw: str) -> tuple[str, ...]:

@@ -249,18 +249,26 @@ async def throttle_login(services: Services, account: str, address: str) -> None
     most `limit` a minute to an account's counter, which allows ten times that: it
     takes ten addresses together to lock an owner out, never one.
     """
-    limit = services.settings.login_attempts_per_minute
+    await throttle_pairs(
+        services, "login", account, address, services.settings.login_attempts_per_minute
+    )
+
+
+async def throttle_pairs(
+    services: Services, bucket: str, account: str, address: str, limit: int
+) -> None:
+    """The three counters of `throttle_login`, in bucket `bucket`."""
     counters = [
-        (services.keys.rate("login-pair", f"{address}|{account}"), limit),
-        (services.keys.rate("login-ip", address), limit * 5),
-        (services.keys.rate("login-user", account), limit * 10),
+        (services.keys.rate(f"{bucket}-pair", f"{address}|{account}"), limit),
+        (services.keys.rate(f"{bucket}-ip", address), limit * 5),
+        (services.keys.rate(f"{bucket}-user", account), limit * 10),
     ]
     try:
         for key, allowed in counters:
             if retry := await ratelimit.hit(services.redis, key, allowed, 60):
                 raise rate_limited(retry)
     except RedisError:
-        log.warning("rate limit skipped: redis unavailable", extra={"bucket": "login"})
+        log.warning("rate limit skipped: redis unavailable", extra={"bucket": bucket})
 
 
 async def throttle(services: Services, bucket: str, who: str, per_minute: int) -> None:

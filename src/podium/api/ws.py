@@ -101,6 +101,9 @@ class Endpoint:
         except TokenError:
             await refuse(ws)
             return
+        except ApiError as exc:
+            await refuse(ws, exc)
+            return
         except Exception as exc:
             if not _store_down(exc, "authentication"):
                 log.exception("websocket authentication failed")

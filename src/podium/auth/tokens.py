@@ -13,6 +13,9 @@ import msgspec
 
 ALGORITHM = "HS256"
 SERVICE_PREFIX = "psk_"
+# How every Podium JWT begins (its header, as PyJWT writes it): with an external issuer
+# configured, a token that does not start so is that issuer's to judge.
+PODIUM_JWT_PREFIX = jwt.encode({}, "-" * 32, algorithm=ALGORITHM).partition(".")[0] + "."
 # Access tokens verified once and remembered (per process) until they expire.
 VERIFIED_CACHE_SIZE = 10_000
 

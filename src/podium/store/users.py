@@ -17,10 +17,11 @@ class User(msgspec.Struct, kw_only=True):
     created_at: datetime
 
 
-_USER_COLS = "id, username, email, role, created_at"
+# A player signed in by device or an external issuer has no email: '' on the wire.
+USER_COLS = "id, username, coalesce(email, '') AS email, role, created_at"
 
 
-def _user(row: asyncpg.Record) -> User:
+def user_of(row: asyncpg.Record) -> User:
     return User(
         id=row["id"],
         username=row["username"],
@@ -46,7 +47,7 @@ async def create_user(
     try:
         row = await db.fetchrow(
             "INSERT INTO users (username, email, password_hash, role) VALUES ($1, $2, $3, $4)"
-            f" RETURNING {_USER_COLS}",
+            f" RETURNING {USER_COLS}",
             username,
             email,
             password_hash,
@@ -56,14 +57,14 @@ async def create_user(
         field = "email" if "email" in (exc.constraint_name or "") else "username"
         raise UserExists(field) from None
     assert row is not None
-    return _user(row)
+    return user_of(row)
 
 
 async def get_user(db: asyncpg.Pool | asyncpg.Connection, user_id: int) -> User | None:
     row = await db.fetchrow(
-        f"SELECT {_USER_COLS} FROM users WHERE id = $1 AND voided_at IS NULL", user_id
+        f"SELECT {USER_COLS} FROM users WHERE id = $1 AND voided_at IS NULL", user_id
     )
-    return _user(row) if row else None
+    return user_of(row) if row else None
 
 
 async def find_login(
@@ -72,11 +73,11 @@ async def find_login(
     column = "lower(email)" if by_email else "lower(username)"
     # A voided account cannot log in; to the caller it is just a failed login.
     row = await db.fetchrow(
-        f"SELECT {_USER_COLS}, password_hash FROM users"
+        f"SELECT {USER_COLS}, password_hash FROM users"
         f" WHERE {column} = lower($1) AND voided_at IS NULL",
         login,
     )
-    return (_user(row), row["password_hash"]) if row else None
+    return (user_of(row), row["password_hash"]) if row else None
 
 
 async def store_refresh(
