@@ -213,6 +213,33 @@ class EmbeddedValkey:
             self.data_dir / "valkey.log",
             is_ours=self._is_ours,
         )
+        self._wait_loaded()
+
+    def _wait_loaded(self, timeout: float = 600.0) -> None:
+        # A restart listens at once but answers -LOADING until its append-only file is
+        # read back (minutes for a million-user board): a caller must not see that.
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise EmbeddedError(f"valkey-server exited with {self.proc.returncode}")
+            reply = b"LOADING"
+            # While loading, the server answers only between chunks of the file.
+            with (
+                contextlib.suppress(TimeoutError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock,
+            ):
+                sock.sendall(f"AUTH {self.password}\r\nPING\r\n".encode())
+                reply = b""
+                while reply.count(b"\r\n") < 2:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        break
+                    reply += chunk
+            if b"LOADING" not in reply:
+                return
+            time.sleep(0.1)
+        raise EmbeddedError(f"valkey-server was still loading its data after {timeout:.0f}s")
 
     def _is_ours(self, sock: socket.socket) -> bool:
         sock.sendall(f"AUTH {self.password}\r\nINFO server\r\n".encode())
