@@ -302,3 +302,26 @@ async def test_replay_on_another_instance_returns_the_first_response(
     ):
         again = await post_score(http2, player, game, 9, event_id=event)
     assert again.json() == {**first.json(), "duplicate": True}
+
+
+async def test_a_replay_applies_a_commit_whose_instance_died_before_redis(
+    server: RunningApp, client: httpx.AsyncClient, admin: Account, player: Account
+) -> None:
+    # An instance SIGKILLed between its commit and its Redis apply leaves the write in
+    # the log only; the client's retry (same event id) is a duplicate, and nothing else
+    # would ever put the write on the boards. Seen in the fault pass (instance SIGKILL
+    # with two batches in flight).
+    assert server.services is not None
+    redis, prefix = server.services.redis, server.settings.redis_prefix
+    game = (await create_game(client, admin))["id"]
+    event = str(uuid.uuid4())
+    assert (await post_score(client, player, game, 9, event_id=event)).status_code == 200
+    assert await read_board(redis, prefix, game) == [(player.id, 9)]
+    # The game's board rows as if the apply never ran (the player is their only member).
+    async for key in redis.scan_iter(match=f"{prefix}*{game}*"):
+        if await redis.type(key) in (b"zset", b"hash"):
+            await redis.delete(key)
+    assert await read_board(redis, prefix, game) == []
+    again = await post_score(client, player, game, 9, event_id=event)
+    assert again.status_code == 200 and again.json()["duplicate"] is True
+    assert await read_board(redis, prefix, game) == [(player.id, 9)]

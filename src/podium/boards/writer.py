@@ -350,9 +350,17 @@ class Writer:
                     for (i, _), (before, after) in zip(applied, ranks, strict=True):
                         outcomes[i].previous_rank, outcomes[i].rank = before, after
                     self._remember_ranks([outcomes[i] for i, _ in applied])
-            for outcome in outcomes:
+            replayed: set[int] = set()
+            for item, outcome in zip(batch, outcomes, strict=True):
                 if outcome.status == "duplicate":
                     self._recall_ranks(outcome)
+                    replayed.add(item.write.user_id)
+            if replayed:
+                # A replay may be the retry of a write whose instance died between its
+                # commit and its Redis apply: nothing else would ever apply it. The
+                # rows are version-guarded, so re-applying what Redis has is a no-op.
+                self._uncertain.update(replayed)
+                await self._repair()
             for item, outcome in zip(batch, outcomes, strict=True):
                 if not item.future.done():
                     item.future.set_result(outcome)
