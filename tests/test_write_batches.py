@@ -13,8 +13,7 @@ import asyncpg
 import httpx
 import pytest
 
-from podium.boards.writer import _APPLY_SQL, Outcome, Write, Writer
-from podium.periods import starts_for
+from podium.boards.writer import _APPLY_SQL, Outcome, Write, Writer, apply_args
 from podium.store.db import migrate, migration_files
 from tests.boards_helpers import create_game, read_board
 from tests.conftest import Account, RunningApp, Stores
@@ -174,25 +173,6 @@ async def test_duplicate_event_id_in_one_writer_batch(
         "SELECT count(*) FROM score_events WHERE event_id = $1", first.event_id
     )
     assert count == 1
-
-
-def apply_args(writes: list[Write]) -> tuple[list[object], ...]:
-    starts = [starts_for(w.created_at) for w in writes]
-    return (
-        [w.event_id for w in writes],
-        [w.user_id for w in writes],
-        [w.game for w in writes],
-        [w.kind for w in writes],
-        [w.input for w in writes],
-        [w.action for w in writes],
-        [w.payload_hash for w in writes],
-        [w.created_at for w in writes],
-        [s["day"] for s in starts],
-        [s["week"] for s in starts],
-        [s["month"] for s in starts],
-        [w.client_addr for w in writes],
-        [w.credential for w in writes],
-    )
 
 
 async def test_duplicate_event_id_in_one_statement(

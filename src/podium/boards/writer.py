@@ -97,6 +97,26 @@ def refusal(exc: BaseException) -> ApiError:
     return unavailable("the score store could not take this write", code="store_error")
 
 
+def apply_args(writes: Sequence[Write]) -> tuple[list[Any], ...]:
+    """The arguments of `_APPLY_SQL` for a batch: one array per column."""
+    starts = [starts_for(w.created_at) for w in writes]
+    return (
+        [w.event_id for w in writes],
+        [w.user_id for w in writes],
+        [w.game for w in writes],
+        [w.kind for w in writes],
+        [w.input for w in writes],
+        [w.action for w in writes],
+        [w.payload_hash for w in writes],
+        [w.created_at for w in writes],
+        [s["day"] for s in starts],
+        [s["week"] for s in starts],
+        [s["month"] for s in starts],
+        [w.client_addr for w in writes],
+        [w.credential for w in writes],
+    )
+
+
 def rows_to_apply(write: Write, record: asyncpg.Record, retention_days: int) -> list[BoardRow]:
     rows = []
     ms = int(write.created_at.timestamp() * 1000)
@@ -397,22 +417,7 @@ class Writer:
             await self._store_ranks(taken)
 
     async def _commit(self, writes: Sequence[Write]) -> list[asyncpg.Record]:
-        starts = [starts_for(w.created_at) for w in writes]
-        args = (
-            [w.event_id for w in writes],
-            [w.user_id for w in writes],
-            [w.game for w in writes],
-            [w.kind for w in writes],
-            [w.input for w in writes],
-            [w.action for w in writes],
-            [w.payload_hash for w in writes],
-            [w.created_at for w in writes],
-            [s["day"] for s in starts],
-            [s["week"] for s in starts],
-            [s["month"] for s in starts],
-            [w.client_addr for w in writes],
-            [w.credential for w in writes],
-        )
+        args = apply_args(writes)
         try:
             try:
                 return await self._apply(args)
@@ -512,4 +517,4 @@ class Writer:
             self.index.mark_stale()
 
 
-__all__ = ["ApiError", "Outcome", "Write", "Writer", "is_unavailable", "refusal"]
+__all__ = ["ApiError", "Outcome", "Write", "Writer", "apply_args", "is_unavailable", "refusal"]
