@@ -63,6 +63,8 @@ class Orders(msgspec.Struct, kw_only=True):
 def _dec_hook(type_: type, value: Any) -> Any:
     if type_ is Path:
         return Path(value)
+    # msgspec's dec_hook protocol: NotImplementedError means "not a type I convert",
+    # and msgspec turns it into a ValidationError naming the field.
     raise NotImplementedError(type_)
 
 
